@@ -1,0 +1,288 @@
+"""The summarizer: a clinician summary built by code from cited facts, with a model-written HPI.
+
+Sections that can be stated from evidence alone (the patient's own words per intake element, the
+record's medications, allergies and problems) are assembled by code, so they are right even with
+a weak model. The model writes only the HPI narrative, citing turns; the verifier then checks
+every statement. Uncertainties are derived here from the same evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from agents.coverage import HPI_ELEMENTS, Coverage, IntakeElement, mentioning_sentence
+from agents.events import ModelEvent
+from agents.safety import RedFlag
+from agents.summary_schema import (
+    ClinicianSummary,
+    HpiItem,
+    SourceRef,
+    Statement,
+    StopReason,
+    UncertaintyFlag,
+)
+from agents.transcript import Turn, excerpt
+from tools.fhir.record import PatientRecord
+from tools.models.protocol import ChatMessage, ChatModel, ChatRequest
+
+QUOTE_CHARS = 400
+
+
+class NarrativeStatement(BaseModel):
+    text: str = Field(min_length=3, max_length=300)
+    turns: list[str] = Field(min_length=1, max_length=6, description="Ids of the turns this statement rests on.")
+
+
+class HpiNarrative(BaseModel):
+    """What the model returns: the history of present illness as short cited statements."""
+
+    statements: list[NarrativeStatement] = Field(max_length=6)
+
+
+SUMMARIZER_SYSTEM = (
+    "You write the history of present illness for a clinician from a pre-visit intake transcript. "
+    "Write short factual statements using only what the patient said; cite the turn ids each "
+    "statement rests on. No diagnosis, no speculation, no advice. Reply with JSON only: "
+    '{"statements": [{"text": "...", "turns": ["turn-1"]}]}'
+)
+
+_NO_ALLERGIES = re.compile(
+    r"\b(no (known )?(drug |food )?allergies|not allergic|none|no,? i don'?t|nkda|i don'?t have any)\b", re.I
+)
+
+_MISSING_WHY: dict[StopReason, str] = {
+    "covered": "no answer was given",
+    "patient_ended": "the patient ended the interview first",
+    "question_cap": "the question limit was reached first",
+    "red_flag": "the intake stopped for a red flag",
+}
+
+
+def _patient(turn: Turn, text: str | None = None) -> Statement:
+    quote = excerpt(text if text is not None else turn.answer, QUOTE_CHARS)
+    return Statement(text=quote, sources=[SourceRef(kind="patient", ref=turn.id)], origin="patient_words")
+
+
+def _record(text: str, ref: str) -> Statement:
+    return Statement(text=text, sources=[SourceRef(kind="record", ref=ref)], origin="record")
+
+
+def _turns_for(coverage: Coverage, element: IntakeElement, turns_by_id: dict[str, Turn]) -> list[Turn]:
+    return [turns_by_id[t] for t in coverage.elements[element].turn_ids if t in turns_by_id]
+
+
+def _element_statements(element: IntakeElement, coverage: Coverage, turns_by_id: dict[str, Turn]) -> list[Statement]:
+    statements = []
+    for turn in _turns_for(coverage, element, turns_by_id):
+        if turn.element == element:
+            statements.append(_patient(turn))
+        elif sentence := mentioning_sentence(element, turn.answer):
+            statements.append(_patient(turn, sentence))
+    return statements
+
+
+def narrative_request(turns: list[Turn], reason: str | None) -> ChatRequest:
+    transcript = "\n".join(f"[{t.id}] Q: {t.question}\n[{t.id}] A: {excerpt(t.answer, 600)}" for t in turns)
+    return ChatRequest(
+        task="summarizer.hpi",
+        messages=[
+            ChatMessage(role="system", content=SUMMARIZER_SYSTEM),
+            ChatMessage(
+                role="user",
+                content=f"Reason for visit: {reason or 'not given'}\nTranscript:\n{transcript}\n\nWrite the HPI.",
+            ),
+        ],
+        max_new_tokens=320,
+    )
+
+
+async def write_narrative(model: ChatModel, turns: list[Turn], reason: str | None) -> list[Statement]:
+    """The model's HPI; raises `ModelError` for the caller to record."""
+    reply = await model.complete(narrative_request(turns, reason), HpiNarrative)
+    return [
+        Statement(
+            text=s.text.strip(),
+            sources=[SourceRef(kind="patient", ref=t) for t in dict.fromkeys(s.turns)],
+            origin="model",
+        )
+        for s in reply.value.statements
+    ]
+
+
+def _medication_line(name: str, dosage: str | None) -> str:
+    return f"{name} ({dosage})" if dosage else name
+
+
+def build_summary(
+    *,
+    patient_id: str,
+    reason: str | None,
+    record: PatientRecord | None,
+    record_error: str | None,
+    turns: list[Turn],
+    coverage: Coverage,
+    red_flags: list[RedFlag],
+    model_events: list[ModelEvent],
+    stop_reason: StopReason,
+    narrative: list[Statement],
+    model_id: str,
+    demo_model: bool,
+) -> ClinicianSummary:
+    """Assemble the draft summary; the verifier checks it next."""
+    by_id = {t.id: t for t in turns}
+    flags: list[UncertaintyFlag] = []
+
+    red = [
+        Statement(
+            text=f'{flag.description}: "{excerpt(flag.evidence, QUOTE_CHARS)}"',
+            sources=[SourceRef(kind="patient", ref=flag.turn_id)],
+            origin="patient_words",
+        )
+        for flag in red_flags
+    ]
+    for flag in red_flags:
+        flags.append(
+            UncertaintyFlag(
+                kind="red_flag",
+                severity="high",
+                message=f"Red flag ({flag.category}, detected by {flag.detected_by}): {flag.description}. "
+                "The patient was told to seek emergency care now.",
+                evidence=[SourceRef(kind="patient", ref=flag.turn_id)],
+            )
+        )
+
+    complaint = _element_statements(IntakeElement.CHIEF_COMPLAINT, coverage, by_id)
+    hpi = [
+        HpiItem(element=element, statement=statement)
+        for element in HPI_ELEMENTS
+        for statement in _element_statements(element, coverage, by_id)[:1]
+    ]
+
+    medications: list[Statement] = []
+    allergies: list[Statement] = []
+    history: list[Statement] = []
+    if record:
+        medications += [
+            _record(f"Record lists active medication: {_medication_line(m.name, m.dosage)}", m.ref)
+            for m in record.active_medications
+        ]
+        allergies += [
+            _record(
+                f"Record lists allergy: {a.substance}"
+                + (f" (reaction: {', '.join(a.reactions)})" if a.reactions else "")
+                + (f", criticality {a.criticality}" if a.criticality else ""),
+                a.ref,
+            )
+            for a in record.active_allergies
+        ]
+        history += [_record(f"Record lists active problem: {c.name}", c.ref) for c in record.active_conditions]
+    medications += _element_statements(IntakeElement.MEDICATIONS, coverage, by_id)
+    allergies += _element_statements(IntakeElement.ALLERGIES, coverage, by_id)
+    history += _element_statements(IntakeElement.HISTORY, coverage, by_id)
+    concerns = _element_statements(IntakeElement.PATIENT_CONCERNS, coverage, by_id)
+
+    if record:
+        for turn in _turns_for(coverage, IntakeElement.ALLERGIES, by_id):
+            if (
+                turn.element == IntakeElement.ALLERGIES
+                and record.active_allergies
+                and _NO_ALLERGIES.search(turn.answer)
+            ):
+                flags.append(
+                    UncertaintyFlag(
+                        kind="conflict",
+                        severity="high",
+                        message="The patient reports no allergies, but the record lists active allergies: "
+                        + ", ".join(a.substance for a in record.active_allergies),
+                        evidence=[SourceRef(kind="patient", ref=turn.id)]
+                        + [SourceRef(kind="record", ref=a.ref) for a in record.active_allergies],
+                    )
+                )
+
+    for element, entry in coverage.elements.items():
+        if entry.status == "covered":
+            continue
+        if entry.status == "declined":
+            why = "the patient declined to answer"
+        elif entry.attempts > 0:
+            why = "the patient gave no answer"
+        else:
+            why = _MISSING_WHY[stop_reason]
+        severity = "medium" if element in (IntakeElement.MEDICATIONS, IntakeElement.ALLERGIES) else "low"
+        flags.append(
+            UncertaintyFlag(
+                kind="missing",
+                severity="high" if element == IntakeElement.CHIEF_COMPLAINT else severity,
+                message=f"Not covered: {element.value.replace('_', ' ')} ({why}).",
+                evidence=[SourceRef(kind="patient", ref=t) for t in entry.turn_ids],
+            )
+        )
+
+    if record is None:
+        flags.append(
+            UncertaintyFlag(
+                kind="record_unavailable",
+                severity="high",
+                message=f"The patient record could not be loaded: {record_error or 'unknown error'}. "
+                "Nothing in this summary was checked against the chart.",
+            )
+        )
+    elif record.skipped_resources:
+        flags.append(
+            UncertaintyFlag(
+                kind="record_unavailable",
+                severity="medium",
+                message=f"The record is partial: {record.skipped_resources} resource(s) failed validation and "
+                "were left out.",
+            )
+        )
+
+    failed: dict[str, list[ModelEvent]] = {}
+    for event in model_events:
+        failed.setdefault(event.task.split(":", 1)[0].split("#", 1)[0], []).append(event)
+    for family, events in failed.items():
+        outcomes = ", ".join(sorted({e.outcome for e in events}))
+        flags.append(
+            UncertaintyFlag(
+                kind="low_confidence",
+                severity="low",
+                message=f"Model output for {family} was not used as given {len(events)} time(s) ({outcomes}); "
+                f"a deterministic fallback or repaired reply was used. Last: {events[-1].detail[:160]}",
+                evidence=[SourceRef(kind="patient", ref=e.turn_id) for e in events if e.turn_id],
+            )
+        )
+
+    for turn in turns:
+        if turn.long_answer:
+            flags.append(
+                UncertaintyFlag(
+                    kind="low_confidence",
+                    severity="low",
+                    message=f"A very long answer ({turn.answer_chars} characters) was excerpted for the model; "
+                    "read it in full in the transcript.",
+                    evidence=[SourceRef(kind="patient", ref=turn.id)],
+                )
+            )
+
+    return ClinicianSummary(
+        patient_id=patient_id,
+        patient_name=record.demographics.name if record else None,
+        reason_for_visit=reason,
+        generated_at=datetime.now(UTC),
+        model_id=model_id,
+        demo_model=demo_model,
+        stop_reason=stop_reason,
+        questions_asked=len(turns),
+        red_flags=red,
+        chief_complaint=complaint[0] if complaint else None,
+        hpi=hpi,
+        hpi_narrative=narrative,
+        medications=medications,
+        allergies=allergies,
+        history=history,
+        patient_concerns=concerns,
+        flags=flags,
+    )

@@ -1,0 +1,124 @@
+"""The verifier: every statement must be grounded in the sources it cites, or it leaves the summary.
+
+Checks are deterministic: a cited turn or record entry must exist; the patient's words must really
+be in the cited answer; a record line must name its entry; a model-written statement must share
+most of its content words, and every number, with the answers it cites. A statement that fails is
+moved to `removed_statements` and flagged as unsupported, so nothing unsupported reaches the
+clinician as fact and nothing is silently dropped either.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agents.summary_schema import ClinicianSummary, HpiItem, SourceRef, Statement, UncertaintyFlag
+from agents.transcript import Turn
+from tools.fhir.record import PatientRecord
+
+MODEL_OVERLAP_THRESHOLD = 0.6
+"""Share of a model statement's content words that must appear in the answers it cites."""
+
+_STOPWORDS = frozenset(
+    (
+        "a an and are as at be been but by did do does for from had has have he her his i in is it "
+        "its me my of on or patient patients reports reported says said she that the their them "
+        "they this to was were with you your yes no not about also has since"
+    ).split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _content_words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _quoted(text: str) -> list[str]:
+    return re.findall(r'"([^"]+)"', text) or [text]
+
+
+def check_statement(statement: Statement, turns: dict[str, Turn], record: PatientRecord | None) -> str | None:
+    """Why `statement` is not supported by its sources, or None when it is."""
+    cited_turns: list[Turn] = []
+    for source in statement.sources:
+        if source.kind == "patient":
+            if source.ref not in turns:
+                return f"cites {source.ref}, which is not in the transcript"
+            cited_turns.append(turns[source.ref])
+        elif source.kind == "record":
+            if record is None or record.find(source.ref) is None:
+                return f"cites {source.ref}, which is not in the record"
+        else:
+            return f"cites {source.kind} source {source.ref}, which this intake has no results for"
+    evidence = " ".join(t.answer for t in cited_turns)
+    if statement.origin == "patient_words":
+        for quote in _quoted(statement.text):
+            parts = [p for p in re.split(r"\s*\[\.\.\. \d+ characters omitted \.\.\.\]\s*", quote) if p]
+            if not all(_normalise(p) in _normalise(evidence) for p in parts):
+                return "the quoted words are not in the cited answer"
+        return None
+    if statement.origin == "record":
+        return None
+    words = _content_words(statement.text)
+    if not words:
+        return "the statement says nothing checkable"
+    available = _content_words(evidence)
+    overlap = len(words & available) / len(words)
+    if overlap < MODEL_OVERLAP_THRESHOLD:
+        return f"only {overlap:.0%} of its content words appear in the cited answers"
+    missing_numbers = set(_NUMBER.findall(statement.text)) - set(_NUMBER.findall(evidence))
+    if missing_numbers:
+        return f"numbers not in the cited answers: {', '.join(sorted(missing_numbers))}"
+    return None
+
+
+def verify_summary(summary: ClinicianSummary, turns: list[Turn], record: PatientRecord | None) -> ClinicianSummary:
+    """The summary with unsupported statements removed and flagged."""
+    by_id = {t.id: t for t in turns}
+    removed: list[Statement] = []
+    flags: list[UncertaintyFlag] = []
+
+    def keep(statement: Statement) -> bool:
+        problem = check_statement(statement, by_id, record)
+        if problem is None:
+            return True
+        removed.append(statement)
+        flags.append(
+            UncertaintyFlag(
+                kind="unsupported",
+                severity="medium",
+                message=f"Removed a statement the sources do not support ({problem}): {statement.text[:200]}",
+                evidence=[s for s in statement.sources if isinstance(s, SourceRef)],
+            )
+        )
+        return False
+
+    def keep_all(statements: list[Statement]) -> list[Statement]:
+        return [s for s in statements if keep(s)]
+
+    complaint = summary.chief_complaint if summary.chief_complaint and keep(summary.chief_complaint) else None
+    return summary.model_copy(
+        update={
+            "red_flags": summary.red_flags,  # never removed: a red flag is shown even if its quote is odd
+            "chief_complaint": complaint,
+            "hpi": [HpiItem(element=h.element, statement=h.statement) for h in summary.hpi if keep(h.statement)],
+            "hpi_narrative": keep_all(summary.hpi_narrative),
+            "medications": keep_all(summary.medications),
+            "allergies": keep_all(summary.allergies),
+            "history": keep_all(summary.history),
+            "patient_concerns": keep_all(summary.patient_concerns),
+            "flags": [*summary.flags, *flags],
+            "removed_statements": [*summary.removed_statements, *removed],
+        }
+    )

@@ -1,0 +1,37 @@
+"""Run-time context of the intake graph: the things that are swapped at their edges.
+
+None of this is checkpointed: a resumed session is given its context again (built from the
+session's persisted input), so a model, a record source or a simulated patient can be anything
+that honours its protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.simulated_patient import PatientResponder
+from tools.fhir.record import RecordSource
+from tools.models.protocol import ChatModel
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    """What the nodes need besides the state."""
+
+    record_source: RecordSource
+    """Where the chart comes from (fixture bundles by default, a FHIR server later)."""
+
+    model: ChatModel | None = None
+    """The chat model; None runs the deterministic interview alone (template questions, no narrative)."""
+
+    patient: PatientResponder | None = None
+    """A simulated patient; None means a live patient, asked through `interrupt()`."""
+
+    max_attempts_per_element: int = 2
+    """How often an element is asked before it is left as missing."""
+
+    chart_token_budget: int = 2000
+    """Tokens of chart context a prompt may hold, counted with the model's tokenizer."""
+
+    safety_model_check: bool = False
+    """Ask the model for a second opinion on red flags after the rules (it can add, never remove)."""

@@ -1,0 +1,100 @@
+"""Scenario files: a patient, a reason for visit, a simulated patient's hidden facts, expectations.
+
+Scenarios are YAML so that clinicians and researchers can write them; they are validated here,
+and a bad file gets an error naming the file and the field, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.coverage import IntakeElement
+from agents.simulated_patient import HiddenFact, PatientBrief
+from agents.summary_schema import FlagKind, StopReason
+
+
+class ScenarioError(Exception):
+    """A scenario file that cannot be used, with the file and field named."""
+
+
+class ExpectedFlag(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FlagKind
+    contains: str | None = Field(default=None, description="Text the flag's message must contain.")
+
+
+class Expectations(BaseModel):
+    """What a run of this scenario must produce."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary_contains: list[str] = Field(default_factory=list, description="Facts the summary must state.")
+    flags: list[ExpectedFlag] = Field(default_factory=list, description="Flags the summary must raise.")
+    red_flag: bool = Field(default=False, description="Whether the intake must stop for a red flag.")
+    max_questions: int | None = Field(default=None, ge=0, description="At most this many questions.")
+    stop_reason: StopReason | None = None
+
+
+class Scenario(BaseModel):
+    """One intake to simulate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    title: str
+    source: str = Field(description="Where the case comes from, with its licence.")
+    patient_id: str = Field(min_length=1, description="Patient id or identifier in the record source.")
+    reason_for_visit: str | None = None
+    persona: str = Field(default="", description="Who the simulated patient is (age, who is speaking).")
+    facts: list[HiddenFact] = Field(min_length=1)
+    scripted_answers: dict[IntakeElement, str] = Field(
+        default_factory=dict, description="Exact answers per intake element; other questions use the facts."
+    )
+    model_script: dict[str, list[str | dict[str, Any]]] = Field(
+        default_factory=dict, description="Recorded model replies per task, for the scripted backend."
+    )
+    max_questions: int = Field(default=20, ge=0, le=200)
+    simulated_patient: Literal["facts", "model"] = Field(
+        default="facts", description="Who answers: the deterministic fact patient or a model persona."
+    )
+    expect: Expectations = Field(default_factory=Expectations)
+
+    def brief(self) -> PatientBrief:
+        """What the simulated patient may know (never the expectations)."""
+        return PatientBrief(id=self.id, persona=self.persona, facts=self.facts, scripted_answers=self.scripted_answers)
+
+    @field_validator("facts", mode="before")
+    @classmethod
+    def _facts_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"text": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate one scenario file."""
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ScenarioError(f"{file}: no such scenario file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{file}: cannot be read ({exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ScenarioError(f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{file}: a scenario must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}" for err in exc.errors()
+        )
+        raise ScenarioError(f"{file}: invalid scenario: {problems}") from exc

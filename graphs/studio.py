@@ -1,0 +1,29 @@
+"""The entry point `langgraph.json` gives LangGraph's CLI and Studio.
+
+The LangGraph server brings its own checkpointer and passes no previsit context, so this graph is
+bound to one built from the environment (PREVISIT_MODEL, PREVISIT_RECORDS_DIR); it defaults to the
+deterministic interview so Studio starts instantly. A live patient answers each interrupt in
+Studio with the answer text as the resume value.
+"""
+
+from __future__ import annotations
+
+import os
+
+from graphs.context import IntakeContext
+from graphs.intake import compile_intake_graph
+from graphs.session import IntakeGraph
+from previsit.config import Settings, build_model
+from tools.fhir.bundle_source import BundleRecordSource
+
+
+def make_graph() -> IntakeGraph:
+    """The intake graph bound to a context built from the environment."""
+    settings = Settings.from_env(model=os.environ.get("PREVISIT_MODEL", "none"))
+    context = IntakeContext(
+        record_source=BundleRecordSource(settings.records_dir),
+        model=build_model(settings.model, settings),
+        chart_token_budget=settings.chart_token_budget,
+        safety_model_check=settings.safety_model_check,
+    )
+    return compile_intake_graph(bound_context=context)

@@ -1,0 +1,399 @@
+"""The `previsit` command line: simulate, chat, sessions, resume, show.
+
+Every failure a user can cause or meet (a bad scenario, an unknown patient, a locked database, a
+model that cannot load) ends in one clear line on stderr and a non-zero exit, never a traceback;
+answers already given are always on disk before the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import uuid
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TextIO
+
+from agents.simulated_patient import simulated_patient
+from agents.transcript import Turn
+from graphs.checkpoint import (
+    SessionStoreError,
+    database_path,
+    describe_sqlite_error,
+    list_thread_ids,
+    open_checkpointer,
+)
+from graphs.context import IntakeContext
+from graphs.intake import compile_intake_graph
+from graphs.render import render_json
+from graphs.scenario import Scenario, ScenarioError, load_scenario
+from graphs.session import IntakeGraph, PendingQuestion, SessionObserver, SessionView, drive_session, inspect_session
+from graphs.state import IntakeInput, IntakeState
+from previsit.config import MODEL_SPECS_HELP, Settings, build_model
+from tools.fhir.bundle_source import BundleRecordSource
+from tools.fhir.record import PatientNotFoundError, RecordError
+from tools.models.protocol import ChatModel, ModelError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+
+class CliError(Exception):
+    """A failure to report in one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PrintingObserver(SessionObserver):
+    """Streams the transcript to the terminal as it happens."""
+
+    def __init__(self, out: TextIO, *, echo_answers: bool = True) -> None:
+        self.out = out
+        self.echo_answers = echo_answers
+
+    def question(self, turn: int, text: str) -> None:
+        print(f"\n[{turn}] previsit: {text}", file=self.out, flush=True)
+
+    def answer(self, turn: Turn) -> None:
+        if self.echo_answers:
+            shown = turn.answer if len(turn.answer) <= 600 else f"{turn.answer[:600]} … ({turn.answer_chars} chars)"
+            print(f"[{turn.index}] patient:  {shown or '(no answer)'}", file=self.out, flush=True)
+
+
+def _progress(message: str) -> None:
+    print(f"[model] {message}", file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        data_dir=getattr(args, "data_dir", None),
+        records_dir=getattr(args, "records_dir", None),
+        model=getattr(args, "model", None),
+        max_questions=getattr(args, "max_questions", None),
+    )
+
+
+def _load_model(spec: str, settings: Settings, scenario: Scenario | None) -> ChatModel | None:
+    try:
+        model = build_model(spec, settings, script=scenario.model_script if scenario else None, progress=_progress)
+    except ModelError as exc:
+        raise CliError(f"cannot load model {spec!r}: {exc}") from exc
+    if model is not None and model.is_demo:
+        print(
+            f"[model] {model.model_id} is a small DEMO model: its wording is not clinical quality; "
+            "coverage, stop rules and safety rules are code and do not depend on it.",
+            file=sys.stderr,
+        )
+    return model
+
+
+async def _check_patient(source: BundleRecordSource, patient_id: str) -> None:
+    try:
+        await source.fetch_record(patient_id)
+    except PatientNotFoundError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    except RecordError as exc:
+        print(f"warning: the record cannot be read ({exc}); the intake goes on and flags it.", file=sys.stderr)
+
+
+def _write_outputs(out_dir: Path, view: SessionView) -> Path | None:
+    state = view.state
+    if state is None or state.summary is None:
+        return None
+    target = out_dir / view.session_id
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "summary.json").write_text(render_json(state.summary), encoding="utf-8")
+    (target / "summary.md").write_text(state.markdown, encoding="utf-8")
+    transcript = [t.model_dump(mode="json") for t in state.turns]
+    (target / "transcript.json").write_text(json.dumps(transcript, indent=2), encoding="utf-8")
+    return target
+
+
+def _report(view: SessionView, settings: Settings, out: TextIO, out_dir: Path | None) -> None:
+    state = view.state
+    if view.status == "finished" and state is not None:
+        if state.patient_message:
+            print(f"\nprevisit: {state.patient_message}", file=out)
+        print("\n" + "=" * 78 + "\nCLINICIAN SUMMARY\n" + "=" * 78 + "\n", file=out)
+        print(state.markdown, file=out)
+        written = _write_outputs(out_dir or settings.data_dir / "out", view)
+        if written:
+            print(f"Summary written to {written}/summary.json and summary.md", file=out)
+    elif view.status in ("waiting_for_patient", "in_progress"):
+        print(
+            f"\nSession {view.session_id} is paused with {len(state.turns) if state else 0} answer(s) saved. "
+            f"Continue it with: previsit resume {view.session_id}",
+            file=out,
+        )
+
+
+async def _stdin_patient(pending: PendingQuestion) -> str | None:
+    try:
+        line = await asyncio.to_thread(input, "you> ")
+    except EOFError:
+        return None
+    return line
+
+
+async def _run(
+    settings: Settings,
+    session_id: str,
+    *,
+    start: IntakeInput | None,
+    scenario: Scenario | None,
+    model_spec: str,
+    live: bool,
+    out_dir: Path | None,
+) -> int:
+    source = BundleRecordSource(settings.records_dir)
+    if start is not None:
+        await _check_patient(source, start.patient_id)
+    model = _load_model(model_spec, settings, scenario)
+    patient = None
+    if scenario is not None:
+        persona_model = model if scenario.simulated_patient == "model" else None
+        patient = simulated_patient(scenario.brief(), persona_model)
+    context = IntakeContext(
+        record_source=source,
+        model=model,
+        patient=patient,
+        chart_token_budget=settings.chart_token_budget,
+        safety_model_check=settings.safety_model_check,
+    )
+    async with AsyncExitStack() as stack:
+        saver = await stack.enter_async_context(
+            open_checkpointer(settings.data_dir, lock_timeout_s=settings.lock_timeout_s)
+        )
+        graph = compile_intake_graph(saver)
+        print(f"Session {session_id}", file=sys.stdout, flush=True)
+        view = await drive_session(
+            graph,
+            session_id,
+            context,
+            start=start,
+            ask_patient=_stdin_patient if live else None,
+            observer=PrintingObserver(sys.stdout, echo_answers=not live),
+        )
+        _report(view, settings, sys.stdout, out_dir)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    session_id = args.session or f"{scenario.id}-{uuid.uuid4().hex[:8]}"
+    max_questions = args.max_questions if args.max_questions is not None else scenario.max_questions
+    start = IntakeInput(
+        patient_id=scenario.patient_id,
+        reason_for_visit=scenario.reason_for_visit,
+        max_questions=max_questions,
+        scenario_path=str(Path(args.scenario).resolve()),
+        model_spec=settings.model,
+    )
+    print(f"Simulated intake: {scenario.title} (patient {scenario.patient_id})")
+    return asyncio.run(
+        _run(
+            settings,
+            session_id,
+            start=start,
+            scenario=scenario,
+            model_spec=settings.model,
+            live=False,
+            out_dir=args.out,
+        )
+    )
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    session_id = args.session or f"chat-{uuid.uuid4().hex[:8]}"
+    start = IntakeInput(
+        patient_id=args.patient,
+        reason_for_visit=args.reason,
+        max_questions=settings.max_questions,
+        model_spec=settings.model,
+    )
+    print(
+        "You are the patient. Type your answer and press Enter; 'that's all' ends the interview; "
+        "Ctrl-D pauses (resume later)."
+    )
+    return asyncio.run(
+        _run(settings, session_id, start=start, scenario=None, model_spec=settings.model, live=True, out_dir=args.out)
+    )
+
+
+async def _load_view(settings: Settings, session_id: str) -> SessionView:
+    async with open_checkpointer(settings.data_dir, create=False, lock_timeout_s=settings.lock_timeout_s) as saver:
+        view = await inspect_session(compile_intake_graph(saver), session_id)
+    if view.status == "not_found":
+        raise CliError(
+            f"No session {session_id!r} in {settings.data_dir}. List them with: previsit sessions", EXIT_USAGE
+        )
+    return view
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    view = asyncio.run(_load_view(settings, args.session_id))
+    state = view.state
+    assert state is not None
+    if view.status == "finished":
+        print(f"Session {args.session_id} is already finished.")
+        _report(view, settings, sys.stdout, args.out)
+        return 0
+    scenario = None
+    if state.scenario_path:
+        try:
+            scenario = load_scenario(state.scenario_path)
+        except ScenarioError as exc:
+            raise CliError(f"cannot resume the simulation: {exc}") from exc
+    spec = args.model or state.model_spec
+    print(f"Resuming session {args.session_id}: {len(state.turns)} answer(s) saved.")
+    for turn in state.turns:
+        print(f"[{turn.index}] previsit: {turn.question}\n[{turn.index}] patient:  {turn.answer}")
+    return asyncio.run(
+        _run(
+            settings,
+            args.session_id,
+            start=None,
+            scenario=scenario,
+            model_spec=spec,
+            live=scenario is None,
+            out_dir=args.out,
+        )
+    )
+
+
+async def _session_rows(settings: Settings) -> list[tuple[str, str, str, int]]:
+    rows = []
+    async with open_checkpointer(settings.data_dir, create=False, lock_timeout_s=settings.lock_timeout_s) as saver:
+        graph: IntakeGraph = compile_intake_graph(saver)
+        for session_id in await list_thread_ids(saver):
+            view = await inspect_session(graph, session_id)
+            if view.state is not None:
+                rows.append((session_id, view.state.patient_id, view.status, len(view.state.turns)))
+    return rows
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    rows = asyncio.run(_session_rows(settings))
+    if not rows:
+        print(f"No sessions in {settings.data_dir}.")
+        return 0
+    print(f"{'SESSION':<40} {'PATIENT':<40} {'STATUS':<20} ANSWERS")
+    for session_id, patient, status, answers in rows:
+        print(f"{session_id:<40} {patient[:40]:<40} {status:<20} {answers}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    view = asyncio.run(_load_view(settings, args.session_id))
+    state: IntakeState | None = view.state
+    assert state is not None
+    if args.json:
+        print(state.model_dump_json(indent=2, exclude={"record"}))
+        return 0
+    print(f"Session {view.session_id}: {view.status.replace('_', ' ')}")
+    print(f"Patient: {state.patient_id}; reason: {state.reason_for_visit or 'not given'}; model: {state.model_spec}")
+    covered = [e.value for e, c in state.coverage.elements.items() if c.status == "covered"]
+    print(f"Covered: {', '.join(covered) or 'nothing yet'}")
+    for turn in state.turns:
+        print(f"[{turn.index}] previsit: {turn.question}\n[{turn.index}] patient:  {turn.answer}")
+    if view.pending:
+        print(f"[{view.pending.turn}] previsit: {view.pending.question}   (waiting for the patient)")
+    if state.markdown:
+        print("\n" + state.markdown)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="previsit",
+        description="Pre-visit intake that gives clinicians a cited, flagged summary. It supports clinicians; "
+        "it never diagnoses.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, help="where sessions and model caches live (default ./.previsit)")
+    common.add_argument("--records-dir", type=Path, help="folder of FHIR bundles to read records from")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    simulate = sub.add_parser("simulate", parents=[common], help="run a simulated intake from a scenario file")
+    simulate.add_argument("scenario", help="scenario YAML file (see fixtures/scenarios)")
+    simulate.add_argument("--model", help=f"model backend (default demo): {MODEL_SPECS_HELP}")
+    simulate.add_argument("--max-questions", type=int, help="question cap (default: the scenario's, else 20)")
+    simulate.add_argument("--session", help="session id (default: scenario id + random suffix)")
+    simulate.add_argument("--out", type=Path, help="output folder for summary.json/.md (default <data-dir>/out)")
+    simulate.set_defaults(func=cmd_simulate)
+
+    chat = sub.add_parser("chat", parents=[common], help="a live intake in the terminal: you are the patient")
+    chat.add_argument("--patient", required=True, help="patient id, Synthea identifier or bundle file stem")
+    chat.add_argument("--reason", help="reason for visit from the booking")
+    chat.add_argument("--model", help=f"model backend (default demo): {MODEL_SPECS_HELP}")
+    chat.add_argument("--max-questions", type=int, help="question cap (default 20)")
+    chat.add_argument("--session", help="session id (default: chat + random suffix)")
+    chat.add_argument("--out", type=Path, help="output folder for summary.json/.md")
+    chat.set_defaults(func=cmd_chat)
+
+    sessions = sub.add_parser("sessions", parents=[common], help="list stored sessions")
+    sessions.set_defaults(func=cmd_sessions)
+
+    resume = sub.add_parser("resume", parents=[common], help="continue a paused or interrupted session")
+    resume.add_argument("session_id")
+    resume.add_argument("--model", help="override the model the session started with")
+    resume.add_argument("--out", type=Path, help="output folder for summary.json/.md")
+    resume.set_defaults(func=cmd_resume)
+
+    show = sub.add_parser("show", parents=[common], help="show a session's state and transcript")
+    show.add_argument("session_id")
+    show.add_argument("--json", action="store_true", help="the whole state as JSON (record left out)")
+    show.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        print(f"previsit: error: {exc}", file=sys.stderr)
+        return exc.code
+    except SessionStoreError as exc:
+        print(f"previsit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except sqlite3.Error as exc:
+        settings = _settings(args)
+        print(
+            f"previsit: error: {describe_sqlite_error(database_path(settings.data_dir), exc, settings.lock_timeout_s)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\nInterrupted. Every answer given so far is saved; continue with previsit resume.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("PREVISIT_DEBUG"):
+            raise
+        print(
+            f"previsit: unexpected error: {type(exc).__name__}: {exc}. Answers given so far are saved. "
+            "Set PREVISIT_DEBUG=1 for the traceback.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

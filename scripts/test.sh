@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up (first run only) and runs lint, type checks and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh test
+.venv/bin/ruff check .
+.venv/bin/mypy
+exec .venv/bin/pytest -q "$@"

@@ -1,0 +1,88 @@
+"""A backend that replays scripted replies: for tests, recorded sessions and scenario files.
+
+Replies are looked up by the request's task, most specific first: ``interviewer.ask:onset`` is
+answered from the ``interviewer.ask:onset`` queue, then from ``interviewer.ask``. Each reply is
+text (JSON as a model would write it, garbled on purpose if a test wants that) or a mapping that is
+serialised to JSON. Replies go through the same validate-and-repair path as a real model, so a
+scripted garbled reply exercises the real failure handling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tools.models.protocol import (
+    ChatRequest,
+    ScriptExhaustedError,
+    SchemaT,
+    StructuredReply,
+)
+from tools.models.structured import Attempt, validate_with_repair
+
+ScriptedReply = str | Mapping[str, Any]
+
+
+def _as_text(reply: ScriptedReply) -> str:
+    return reply if isinstance(reply, str) else json.dumps(dict(reply))
+
+
+class ScriptedChatModel:
+    """Replays per-task queues of replies; every request is recorded for assertions."""
+
+    def __init__(
+        self,
+        script: Mapping[str, Sequence[ScriptedReply]] | None = None,
+        *,
+        model_id: str = "scripted",
+    ) -> None:
+        self._queues: dict[str, deque[str]] = {
+            task: deque(_as_text(reply) for reply in replies) for task, replies in (script or {}).items()
+        }
+        self._model_id = model_id
+        self.requests: list[ChatRequest] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def is_demo(self) -> bool:
+        return False
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def remaining(self, task: str) -> int:
+        """Replies left for exactly `task` (tests use it to check a script was consumed)."""
+        return len(self._queues.get(task, ()))
+
+    def _next_reply(self, task: str) -> str:
+        base = task.split("#", 1)[0]
+        candidates = [task, base]
+        while ":" in base or "." in base:
+            base = base.rsplit(":", 1)[0] if ":" in base else base.rsplit(".", 1)[0]
+            candidates.append(base)
+        for key in candidates:
+            queue = self._queues.get(key)
+            if queue:
+                return queue.popleft()
+        raise ScriptExhaustedError(f"no scripted reply left for task {task!r}")
+
+    async def complete(self, request: ChatRequest, schema: type[SchemaT]) -> StructuredReply[SchemaT]:
+        async def generate(current: ChatRequest) -> Attempt:
+            self.requests.append(current)
+            text = self._next_reply(current.task)
+            return Attempt(text=text, prompt_tokens=sum(len(m.content.split()) for m in current.messages))
+
+        value, attempts, repaired = await validate_with_repair(request, schema, generate)
+        return StructuredReply[schema](  # type: ignore[valid-type]
+            value=value,
+            raw=attempts[-1].text,
+            model_id=self._model_id,
+            repaired=repaired,
+            prompt_tokens=sum(a.prompt_tokens for a in attempts),
+            output_tokens=sum(len(a.text.split()) for a in attempts),
+        )
