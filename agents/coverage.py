@@ -71,7 +71,7 @@ _MENTIONS: dict[IntakeElement, re.Pattern[str]] = {
     ),
     IntakeElement.DURATION: re.compile(
         r"\b(\d+|a few|several|couple( of)?|one|two|three|four|five|six|seven)\s+"
-        r"(minutes?|hours?|days?|weeks?|months?|years?)\b|\blasts?\b|\bfor (a|about)\b",
+        r"(minutes?|hours?|days?|weeks?|months?|years?)\b(?!\s+ago)|\blasts?\b|\bfor (a|about)\b",
         re.I,
     ),
     IntakeElement.CHARACTER: re.compile(

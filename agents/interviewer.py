@@ -9,6 +9,7 @@ discarded for the template. So even a weak model cannot derail the interview.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -61,8 +62,7 @@ def _short_name(name: str) -> str:
         if re.match(r"^\d", word) or word.upper() in {"MG", "ML", "MCG", "HR", "UNT", "ACTUAT"}:
             break
         words.append(word)
-    short = " ".join(words[:3]) or name
-    return short.lower() if short.isupper() or short[:1].isupper() else short
+    return (" ".join(words[:3]) or name).lower()
 
 
 def _allergen(substance: str) -> str:
@@ -72,7 +72,7 @@ def _allergen(substance: str) -> str:
     return " ".join(text.split()).lower() or substance.lower()
 
 
-def _listing(names: list[str], limit: int = 3) -> str:
+def _listing(names: list[str], limit: int = 4) -> str:
     unique = list(dict.fromkeys(names))
     shown = unique[:limit]
     more = len(unique) - len(shown)
@@ -130,9 +130,15 @@ def template_question(element: IntakeElement, record: PatientRecord | None, reas
             return "What worries you most about this, or what would you like to ask the doctor?"
 
 
-def question_problem(text: str) -> str | None:
+def _same_question(a: str, b: str) -> bool:
+    return re.sub(r"\W+", " ", a).strip().lower() == re.sub(r"\W+", " ", b).strip().lower()
+
+
+def question_problem(text: str, asked: Sequence[str] = ()) -> str | None:
     """Why a model phrasing cannot be asked as it is, or None when it can."""
     stripped = text.strip()
+    if any(_same_question(stripped, earlier) for earlier in asked):
+        return "repeats an earlier question"
     if len(stripped) < 3:
         return "empty question"
     if len(stripped) > MAX_QUESTION_CHARS or len(stripped.split()) > MAX_QUESTION_WORDS:
@@ -191,7 +197,7 @@ async def propose_question(
         return ProposedQuestion(element=element, text=template, source="template")
     reply = await model.complete(build_request(element, template, chart, conversation, reason), InterviewerQuestion)
     text = " ".join(reply.value.question.split())
-    problem = question_problem(text)
+    problem = question_problem(text, [question for question, _ in conversation])
     if problem:
         return ProposedQuestion(element=element, text=template, source="template", rejected_reason=problem)
     return ProposedQuestion(element=element, text=text, source="model")

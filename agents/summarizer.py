@@ -32,14 +32,14 @@ QUOTE_CHARS = 400
 
 
 class NarrativeStatement(BaseModel):
-    text: str = Field(min_length=3, max_length=300)
-    turns: list[str] = Field(min_length=1, max_length=6, description="Ids of the turns this statement rests on.")
+    text: str = Field(min_length=3, max_length=160)
+    turns: list[str] = Field(min_length=1, max_length=4, description="Ids of the turns this statement rests on.")
 
 
 class HpiNarrative(BaseModel):
     """What the model returns: the history of present illness as short cited statements."""
 
-    statements: list[NarrativeStatement] = Field(max_length=6)
+    statements: list[NarrativeStatement] = Field(max_length=4)
 
 
 SUMMARIZER_SYSTEM = (
@@ -95,7 +95,7 @@ def narrative_request(turns: list[Turn], reason: str | None) -> ChatRequest:
                 content=f"Reason for visit: {reason or 'not given'}\nTranscript:\n{transcript}\n\nWrite the HPI.",
             ),
         ],
-        max_new_tokens=320,
+        max_new_tokens=384,
     )
 
 

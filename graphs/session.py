@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel
@@ -58,7 +59,7 @@ class SessionView:
 IntakeGraph = CompiledStateGraph[IntakeState, IntakeContext, IntakeInput, IntakeOutput]
 
 
-def _config(session_id: str) -> dict[str, Any]:
+def _config(session_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": session_id}}
 
 

@@ -275,7 +275,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 async def _session_rows(settings: Settings) -> list[tuple[str, str, str, int]]:
-    rows = []
+    rows: list[tuple[str, str, str, int]] = []
     async with open_checkpointer(settings.data_dir, create=False, lock_timeout_s=settings.lock_timeout_s) as saver:
         graph: IntakeGraph = compile_intake_graph(saver)
         for session_id in await list_thread_ids(saver):

@@ -16,8 +16,8 @@ from typing import Any
 
 from tools.models.protocol import (
     ChatRequest,
-    ScriptExhaustedError,
     SchemaT,
+    ScriptExhaustedError,
     StructuredReply,
 )
 from tools.models.structured import Attempt, validate_with_repair

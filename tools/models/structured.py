@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from tools.models.protocol import ChatMessage, ChatRequest, SchemaT, StructuredOutputError
 
