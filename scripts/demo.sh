@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/previsit simulate "${1:-fixtures/scenarios/synthea_bonnie_rash.yaml}" "${@:2}"
+exec .venv/bin/previsit simulate "${1:-fixtures/scenarios/synthea-malik-ward-bruising-polypharmacy.yaml}" "${@:2}"

@@ -283,3 +283,9 @@ async def test_a_graph_invoked_without_context_says_so() -> None:
     graph = compile_intake_graph(InMemorySaver())
     with pytest.raises(ValueError, match="IntakeContext"):
         await graph.ainvoke(IntakeInput(patient_id="p-1"), _config())
+
+
+async def test_a_graph_with_a_bound_context_runs_without_one(lisinopril_record: PatientRecord) -> None:
+    graph = compile_intake_graph(InMemorySaver(), bound_context=_context(lisinopril_record))
+    result = await graph.ainvoke(IntakeInput(patient_id="p-1"), _config())
+    assert result["__interrupt__"][0].value["turn"] == 1
