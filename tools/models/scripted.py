@@ -20,7 +20,7 @@ from tools.models.protocol import (
     ScriptExhaustedError,
     StructuredReply,
 )
-from tools.models.structured import Attempt, validate_with_repair
+from tools.models.structured import Attempt, complete_with_repair
 
 ScriptedReply = str | Mapping[str, Any]
 
@@ -75,14 +75,10 @@ class ScriptedChatModel:
         async def generate(current: ChatRequest) -> Attempt:
             self.requests.append(current)
             text = self._next_reply(current.task)
-            return Attempt(text=text, prompt_tokens=sum(len(m.content.split()) for m in current.messages))
+            return Attempt(
+                text=text,
+                prompt_tokens=sum(len(m.content.split()) for m in current.messages),
+                output_tokens=len(text.split()),
+            )
 
-        value, attempts, repaired = await validate_with_repair(request, schema, generate)
-        return StructuredReply[schema](  # type: ignore[valid-type]
-            value=value,
-            raw=attempts[-1].text,
-            model_id=self._model_id,
-            repaired=repaired,
-            prompt_tokens=sum(a.prompt_tokens for a in attempts),
-            output_tokens=sum(len(a.text.split()) for a in attempts),
-        )
+        return await complete_with_repair(request, schema, generate, self._model_id)

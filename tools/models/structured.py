@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from tools.models.protocol import ChatMessage, ChatRequest, SchemaT, StructuredOutputError
+from tools.models.protocol import ChatMessage, ChatRequest, SchemaT, StructuredOutputError, StructuredReply
 
 _THINKING = re.compile(r"<unused94>(?:thought)?(.*?)(?:<unused95>|$)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -129,3 +129,21 @@ async def validate_with_repair(
             errors.append(describe_error(exc))
             current = repair_request(request, attempt.text, errors[-1])
     raise StructuredOutputError(request.task, errors, [a.text for a in attempts])
+
+
+async def complete_with_repair(
+    request: ChatRequest,
+    schema: type[SchemaT],
+    generate: Callable[[ChatRequest], Awaitable[Attempt]],
+    model_id: str,
+) -> StructuredReply[SchemaT]:
+    """What every backend's `complete` returns: the validated value and what it cost."""
+    value, attempts, repaired = await validate_with_repair(request, schema, generate)
+    return StructuredReply[schema](  # type: ignore[valid-type]
+        value=value,
+        raw=attempts[-1].text,
+        model_id=model_id,
+        repaired=repaired,
+        prompt_tokens=sum(a.prompt_tokens for a in attempts),
+        output_tokens=sum(a.output_tokens for a in attempts),
+    )

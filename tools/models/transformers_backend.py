@@ -27,7 +27,7 @@ from tools.models.protocol import (
     SchemaT,
     StructuredReply,
 )
-from tools.models.structured import Attempt, validate_with_repair
+from tools.models.structured import Attempt, complete_with_repair
 
 Progress = Callable[[str], None]
 
@@ -379,15 +379,7 @@ class TransformersChatModel:
             async with self._async_lock():
                 return await asyncio.to_thread(self.generate_sync, current, schema)
 
-        value, attempts, repaired = await validate_with_repair(request, schema, generate)
-        return StructuredReply[schema](  # type: ignore[valid-type]
-            value=value,
-            raw=attempts[-1].text,
-            model_id=self._model_id,
-            repaired=repaired,
-            prompt_tokens=sum(a.prompt_tokens for a in attempts),
-            output_tokens=sum(a.output_tokens for a in attempts),
-        )
+        return await complete_with_repair(request, schema, generate, self._model_id)
 
 
 def load_demo_model(cache_dir: Path | None = None, progress: Progress | None = None) -> TransformersChatModel:
