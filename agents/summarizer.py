@@ -9,13 +9,15 @@ every statement. Uncertainties are derived here from the same evidence.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
 
 from agents.coverage import HPI_ELEMENTS, Coverage, IntakeElement, mentioning_sentence
 from agents.events import ModelEvent
+from agents.findings import extract_findings
 from agents.safety import RedFlag
+from agents.staleness import DEFAULT_STALE_AFTER_DAYS, stale_flags
 from agents.summary_schema import (
     ClinicianSummary,
     HpiItem,
@@ -130,6 +132,8 @@ def build_summary(
     narrative: list[Statement],
     model_id: str,
     demo_model: bool,
+    today: date,
+    stale_after_days: int = DEFAULT_STALE_AFTER_DAYS,
 ) -> ClinicianSummary:
     """Assemble the draft summary; the verifier checks it next."""
     by_id = {t.id: t for t in turns}
@@ -221,6 +225,11 @@ def build_summary(
             )
         )
 
+    findings = extract_findings(turns)
+    flags += findings.contradictions
+    if record is not None:
+        flags += stale_flags(record, today, stale_after_days)
+
     if record is None:
         flags.append(
             UncertaintyFlag(
@@ -280,9 +289,14 @@ def build_summary(
         chief_complaint=complaint[0] if complaint else None,
         hpi=hpi,
         hpi_narrative=narrative,
+        pertinent_positives=findings.pertinent_positives,
+        pertinent_negatives=findings.pertinent_negatives,
+        review_of_systems=findings.review_of_systems,
         medications=medications,
         allergies=allergies,
         history=history,
+        social_history=findings.social_history,
+        family_history=findings.family_history,
         patient_concerns=concerns,
         flags=flags,
     )

@@ -71,9 +71,19 @@ class ClinicianSummary(BaseModel):
     chief_complaint: Statement | None = None
     hpi: list[HpiItem] = Field(default_factory=list)
     hpi_narrative: list[Statement] = Field(default_factory=list, description="Model-written, verifier-checked.")
+    pertinent_positives: list[Statement] = Field(default_factory=list, description="Symptoms the patient reports.")
+    pertinent_negatives: list[Statement] = Field(default_factory=list, description="Symptoms the patient denies.")
+    review_of_systems: dict[str, list[Statement]] = Field(
+        default_factory=dict, description="Reported and denied symptoms grouped by body system."
+    )
     medications: list[Statement] = Field(default_factory=list)
     allergies: list[Statement] = Field(default_factory=list)
     history: list[Statement] = Field(default_factory=list)
+    social_history: list[Statement] = Field(default_factory=list)
+    family_history: list[Statement] = Field(default_factory=list)
+    image_findings: list[Statement] = Field(
+        default_factory=list, description="Image triage signals for the clinician (never shown to the patient)."
+    )
     patient_concerns: list[Statement] = Field(default_factory=list)
     flags: list[UncertaintyFlag] = Field(default_factory=list)
     removed_statements: list[Statement] = Field(
@@ -86,5 +96,27 @@ class ClinicianSummary(BaseModel):
         if self.chief_complaint:
             items.append(self.chief_complaint)
         items += [h.statement for h in self.hpi]
-        items += self.hpi_narrative + self.medications + self.allergies + self.history + self.patient_concerns
+        items += self.hpi_narrative + self.pertinent_positives + self.pertinent_negatives
+        items += [s for group in self.review_of_systems.values() for s in group]
+        items += self.medications + self.allergies + self.history + self.social_history + self.family_history
+        items += self.image_findings + self.patient_concerns
         return items
+
+    def sections(self) -> list[tuple[str, list[Statement]]]:
+        """The body in reading order, as (title, statements); renderers share it."""
+        # The review of systems regroups the pertinent positives and negatives by body system; it is
+        # in the JSON for systems that want it, and not repeated in the reading order.
+        return [
+            ("Chief complaint", [self.chief_complaint] if self.chief_complaint else []),
+            ("History of present illness", [h.statement for h in self.hpi]),
+            ("HPI narrative", self.hpi_narrative),
+            ("Pertinent positives", self.pertinent_positives),
+            ("Pertinent negatives", self.pertinent_negatives),
+            ("Medications", self.medications),
+            ("Allergies", self.allergies),
+            ("Relevant history", self.history),
+            ("Social history", self.social_history),
+            ("Family history", self.family_history),
+            ("Image triage signals", self.image_findings),
+            ("Patient's concerns and questions", self.patient_concerns),
+        ]

@@ -114,9 +114,17 @@ def verify_summary(summary: ClinicianSummary, turns: list[Turn], record: Patient
             "chief_complaint": complaint,
             "hpi": [HpiItem(element=h.element, statement=h.statement) for h in summary.hpi if keep(h.statement)],
             "hpi_narrative": keep_all(summary.hpi_narrative),
+            "pertinent_positives": keep_all(summary.pertinent_positives),
+            "pertinent_negatives": keep_all(summary.pertinent_negatives),
+            "review_of_systems": {
+                system: kept for system, group in summary.review_of_systems.items() if (kept := keep_all(group))
+            },
             "medications": keep_all(summary.medications),
             "allergies": keep_all(summary.allergies),
             "history": keep_all(summary.history),
+            "social_history": keep_all(summary.social_history),
+            "family_history": keep_all(summary.family_history),
+            "image_findings": keep_all(summary.image_findings),
             "patient_concerns": keep_all(summary.patient_concerns),
             "flags": [*summary.flags, *flags],
             "removed_statements": [*summary.removed_statements, *removed],

@@ -8,6 +8,7 @@ that honours its protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from agents.simulated_patient import PatientResponder
 from tools.fhir.record import RecordSource
@@ -35,3 +36,9 @@ class IntakeContext:
 
     safety_model_check: bool = False
     """Ask the model for a second opinion on red flags after the rules (it can add, never remove)."""
+
+    stale_after_days: int = 365
+    """A record value older than this is flagged as stale."""
+
+    today: date | None = None
+    """The date staleness is judged against; None means the real today (tests fix it)."""

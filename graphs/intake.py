@@ -14,6 +14,7 @@ the summary flags them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -174,6 +175,8 @@ async def summarize(state: IntakeState, context: IntakeContext) -> dict[str, Any
         narrative=narrative,
         model_id=context.model.model_id if context.model else "none (deterministic interview)",
         demo_model=bool(context.model and context.model.is_demo),
+        today=context.today or datetime.now(UTC).date(),
+        stale_after_days=context.stale_after_days,
     )
     return {"summary": summary, "stop_reason": reason, "model_events": events}
 

@@ -60,15 +60,7 @@ def render_markdown(summary: ClinicianSummary, turns: list[Turn]) -> str:
                 f"- **{flag.severity.upper()} · {flag.kind.replace('_', ' ')}**: {flag.message} {marks}".rstrip()
             )
         out.append("")
-    sections: list[tuple[str, list[Statement]]] = [
-        ("Chief complaint", [summary.chief_complaint] if summary.chief_complaint else []),
-        ("History of present illness", [h.statement for h in summary.hpi]),
-        ("HPI narrative", summary.hpi_narrative),
-        ("Medications", summary.medications),
-        ("Allergies", summary.allergies),
-        ("Relevant history", summary.history),
-        ("Patient's concerns and questions", summary.patient_concerns),
-    ]
+    sections = summary.sections()
     for title, statements in sections:
         if not statements:
             continue
@@ -101,3 +93,80 @@ def render_markdown(summary: ClinicianSummary, turns: list[Turn]) -> str:
 
 def render_json(summary: ClinicianSummary) -> str:
     return summary.model_dump_json(indent=2)
+
+
+_PRINT_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;max-width:52rem;margin:1.5rem auto;color:#111;padding:0 1rem}
+h1{font-size:1.35rem;margin:0 0 .3rem}h2{font-size:1.05rem;margin:1.1rem 0 .3rem;border-bottom:1px solid #999}
+.meta{color:#333}.demo{border:2px solid #a15c00;padding:.4rem .6rem;background:#fff6e5}
+.red{border:3px solid #b00020;padding:.3rem .8rem;background:#fdecee}.red h2{color:#b00020;border:0}
+.sev-high{color:#b00020;font-weight:700}.sev-medium{color:#7a4a00;font-weight:700}.sev-low{color:#333}
+sup a{text-decoration:none}ol.sources{font-size:.85rem;color:#333}.model{font-style:italic;color:#444}
+@media print{body{margin:0;max-width:none}a{color:inherit}}
+"""
+
+
+def render_html(summary: ClinicianSummary, turns: list[Turn]) -> str:
+    """A one-page print view: red flags and uncertainties first, sources as numbered footnotes."""
+    from html import escape
+
+    notes = _Footnotes()
+
+    def marks(sources: list[SourceRef]) -> str:
+        numbers = [notes.refs.setdefault(s.ref, len(notes.refs) + 1) for s in sources]
+        return "".join(f'<sup><a href="#src-{n}">[{n}]</a></sup>' for n in numbers)
+
+    def item(statement: Statement) -> str:
+        text = escape(statement.text)
+        if statement.origin == "patient_words":
+            text = f"&ldquo;{text}&rdquo;"
+        elif statement.origin == "model":
+            text = f'<span class="model">{text} (model-written)</span>'
+        return f"<li>{text} {marks(statement.sources)}</li>"
+
+    title = escape(summary.patient_name or summary.patient_id)
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Pre-visit summary: {title}</title><style>{_PRINT_CSS}</style></head><body>",
+        f"<h1>Pre-visit summary: {title}</h1>",
+    ]
+    if summary.demo_model:
+        out.append(f'<p class="demo">{escape(DEMO_NOTICE.lstrip("> ").replace("**", ""))}</p>')
+    out.append(
+        f'<p class="meta">Reason for visit: {escape(summary.reason_for_visit or "not given")} · '
+        f"Questions asked: {summary.questions_asked} · Ended: {escape(summary.stop_reason.replace('_', ' '))} · "
+        f"Written by: {escape(summary.model_id)}, {summary.generated_at:%Y-%m-%d %H:%M} UTC<br>"
+        "previsit supports clinicians; it does not diagnose. Patient words are quoted verbatim.</p>"
+    )
+    if summary.red_flags:
+        out.append('<section class="red" aria-label="Red flags"><h2>RED FLAGS</h2><ul>')
+        out += [item(s) for s in summary.red_flags]
+        out.append("</ul></section>")
+    if summary.flags:
+        order = {"high": 0, "medium": 1, "low": 2}
+        out.append("<h2>Uncertainties</h2><ul>")
+        for flag in sorted(summary.flags, key=lambda f: order[f.severity]):
+            out.append(
+                f'<li><span class="sev-{flag.severity}">{flag.severity.upper()} · '
+                f"{escape(flag.kind.replace('_', ' '))}</span>: {escape(flag.message)} {marks(flag.evidence)}</li>"
+            )
+        out.append("</ul>")
+    sections = summary.sections()
+    for heading, statements in sections:
+        if statements:
+            out.append(f"<h2>{escape(heading)}</h2><ul>")
+            out += [item(s) for s in statements]
+            out.append("</ul>")
+    by_id = {t.id: t for t in turns}
+    if notes.refs:
+        out.append('<h2>Sources</h2><ol class="sources">')
+        for ref, number in notes.refs.items():
+            turn = by_id.get(ref)
+            detail = (
+                f": Q &ldquo;{escape(turn.question)}&rdquo; A &ldquo;{escape(turn.answer[:300])}&rdquo;" if turn else ""
+            )
+            out.append(f'<li id="src-{number}" value="{number}">{escape(ref)}{detail}</li>')
+        out.append("</ol>")
+    out.append("</body></html>")
+    return "\n".join(out)

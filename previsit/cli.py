@@ -30,7 +30,8 @@ from graphs.checkpoint import (
 )
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
-from graphs.render import render_json
+from graphs.render import render_html, render_json
+from graphs.render_fhir import render_fhir_bundle
 from graphs.scenario import Scenario, ScenarioError, load_scenario
 from graphs.session import IntakeGraph, PendingQuestion, SessionObserver, SessionView, drive_session, inspect_session
 from graphs.state import IntakeInput, IntakeState
@@ -103,6 +104,10 @@ async def _check_patient(source: BundleRecordSource, patient_id: str) -> None:
         print(f"warning: the record cannot be read ({exc}); the intake goes on and flags it.", file=sys.stderr)
 
 
+def _patient_ref(state: IntakeState) -> str:
+    return state.record.demographics.ref if state.record else f"Patient/{state.patient_id}"
+
+
 def _write_outputs(out_dir: Path, view: SessionView) -> Path | None:
     state = view.state
     if state is None or state.summary is None:
@@ -111,6 +116,9 @@ def _write_outputs(out_dir: Path, view: SessionView) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     (target / "summary.json").write_text(render_json(state.summary), encoding="utf-8")
     (target / "summary.md").write_text(state.markdown, encoding="utf-8")
+    (target / "summary.html").write_text(render_html(state.summary, state.turns), encoding="utf-8")
+    fhir = render_fhir_bundle(state.summary, state.turns, view.session_id, patient_ref=_patient_ref(state))
+    (target / "summary.fhir.json").write_text(json.dumps(fhir, indent=2), encoding="utf-8")
     transcript = [t.model_dump(mode="json") for t in state.turns]
     (target / "transcript.json").write_text(json.dumps(transcript, indent=2), encoding="utf-8")
     return target
@@ -125,7 +133,7 @@ def _report(view: SessionView, settings: Settings, out: TextIO, out_dir: Path | 
         print(state.markdown, file=out)
         written = _write_outputs(out_dir or settings.data_dir / "out", view)
         if written:
-            print(f"Summary written to {written}/summary.json and summary.md", file=out)
+            print(f"Summary written to {written}/ (summary.md, .html, .json, .fhir.json)", file=out)
     elif view.status in ("waiting_for_patient", "in_progress"):
         print(
             f"\nSession {view.session_id} is paused with {len(state.turns) if state else 0} answer(s) saved. "
