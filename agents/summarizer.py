@@ -114,6 +114,26 @@ async def write_narrative(model: ChatModel, turns: list[Turn], reason: str | Non
     ]
 
 
+def low_confidence_flags(model_events: list[ModelEvent]) -> list[UncertaintyFlag]:
+    """One low-confidence flag per model task whose output was not used as given."""
+    by_family: dict[str, list[ModelEvent]] = {}
+    for event in model_events:
+        by_family.setdefault(event.task.split(":", 1)[0].split("#", 1)[0], []).append(event)
+    flags = []
+    for family, events in by_family.items():
+        outcomes = ", ".join(sorted({e.outcome for e in events}))
+        flags.append(
+            UncertaintyFlag(
+                kind="low_confidence",
+                severity="low",
+                message=f"Model output for {family} was not used as given {len(events)} time(s) ({outcomes}); "
+                f"a deterministic fallback or repaired reply was used. Last: {events[-1].detail[:160]}",
+                evidence=[SourceRef(kind="patient", ref=e.turn_id) for e in events if e.turn_id],
+            )
+        )
+    return flags
+
+
 def _medication_line(name: str, dosage: str | None) -> str:
     return f"{name} ({dosage})" if dosage else name
 
@@ -249,20 +269,7 @@ def build_summary(
             )
         )
 
-    failed: dict[str, list[ModelEvent]] = {}
-    for event in model_events:
-        failed.setdefault(event.task.split(":", 1)[0].split("#", 1)[0], []).append(event)
-    for family, events in failed.items():
-        outcomes = ", ".join(sorted({e.outcome for e in events}))
-        flags.append(
-            UncertaintyFlag(
-                kind="low_confidence",
-                severity="low",
-                message=f"Model output for {family} was not used as given {len(events)} time(s) ({outcomes}); "
-                f"a deterministic fallback or repaired reply was used. Last: {events[-1].detail[:160]}",
-                evidence=[SourceRef(kind="patient", ref=e.turn_id) for e in events if e.turn_id],
-            )
-        )
+    flags += low_confidence_flags(model_events)
 
     for turn in turns:
         if turn.long_answer:

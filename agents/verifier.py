@@ -1,19 +1,24 @@
 """The verifier: every statement must be grounded in the sources it cites, or it leaves the summary.
 
-Checks are deterministic: a cited turn or record entry must exist; the patient's words must really
+Checks are deterministic first: a cited turn or record entry must exist; the patient's words must really
 be in the cited answer; a record line must name its entry; a model-written statement must share
 most of its content words, and every number, with the answers it cites. A statement that fails is
 moved to `removed_statements` and flagged as unsupported, so nothing unsupported reaches the
-clinician as fact and nothing is silently dropped either.
+clinician as fact and nothing is silently dropped either. A model check then reads each
+model-written statement against its cited answers; it can remove a statement, never restore one.
 """
 
 from __future__ import annotations
 
 import re
 
+from pydantic import BaseModel, Field
+
+from agents.events import ModelEvent
 from agents.summary_schema import ClinicianSummary, HpiItem, SourceRef, Statement, UncertaintyFlag
-from agents.transcript import Turn
+from agents.transcript import Turn, excerpt
 from tools.fhir.record import PatientRecord
+from tools.models.protocol import ChatMessage, ChatModel, ChatRequest, ModelError
 
 MODEL_OVERLAP_THRESHOLD = 0.6
 """Share of a model statement's content words that must appear in the answers it cites."""
@@ -130,3 +135,70 @@ def verify_summary(summary: ClinicianSummary, turns: list[Turn], record: Patient
             "removed_statements": [*summary.removed_statements, *removed],
         }
     )
+
+
+class SupportVerdict(BaseModel):
+    """The model's judgement of one statement against the answers it cites."""
+
+    supported: bool
+    reason: str = Field(default="", max_length=160)
+
+
+VERIFIER_SYSTEM = (
+    "You check a clinical summary statement against the patient's own answers it cites. Reply "
+    "supported=true only if the answers state it; anything added, inferred or diagnostic is not "
+    'supported. Reply with JSON only: {"supported": true|false, "reason": "..."}'
+)
+
+
+async def model_check(
+    model: ChatModel, summary: ClinicianSummary, turns: list[Turn]
+) -> tuple[ClinicianSummary, list[ModelEvent]]:
+    """Second check of model-written statements that passed the deterministic checks.
+
+    The model can only remove: a statement it judges unsupported leaves the summary, flagged. When
+    the model cannot answer, the statement stays (code already grounded it) and the failure is
+    recorded so the summary says the second check did not run.
+    """
+    by_id = {t.id: t for t in turns}
+    kept: list[Statement] = []
+    removed: list[Statement] = []
+    flags: list[UncertaintyFlag] = []
+    events: list[ModelEvent] = []
+    for statement in summary.hpi_narrative:
+        cited = "\n".join(f"[{s.ref}] {excerpt(by_id[s.ref].answer, 600)}" for s in statement.sources if s.ref in by_id)
+        request = ChatRequest(
+            task="verifier.check",
+            messages=[
+                ChatMessage(role="system", content=VERIFIER_SYSTEM),
+                ChatMessage(role="user", content=f"Statement: {statement.text}\nCited answers:\n{cited}"),
+            ],
+            max_new_tokens=80,
+        )
+        try:
+            verdict = (await model.complete(request, SupportVerdict)).value
+        except ModelError as exc:
+            events.append(ModelEvent(task="verifier.check", outcome="failed", detail=str(exc)))
+            kept.append(statement)
+            continue
+        if verdict.supported:
+            kept.append(statement)
+        else:
+            removed.append(statement)
+            flags.append(
+                UncertaintyFlag(
+                    kind="unsupported",
+                    severity="medium",
+                    message=f"Removed a statement the model check found unsupported ({verdict.reason or 'no reason'}): "
+                    f"{statement.text[:200]}",
+                    evidence=statement.sources,
+                )
+            )
+    updated = summary.model_copy(
+        update={
+            "hpi_narrative": kept,
+            "flags": [*summary.flags, *flags],
+            "removed_statements": [*summary.removed_statements, *removed],
+        }
+    )
+    return updated, events

@@ -44,7 +44,16 @@ def check_expectations(
         ]
         if not matching:
             raised = ", ".join(f"{f.kind}: {f.message[:60]}" for f in summary.flags) or "none"
-            problems.append(f"expected flag {flag.kind}{_containing(flag.contains)}; raised: {raised}")
+            wanted = f"{flag.kind}{_containing(flag.contains)}"
+            if flag.severity:
+                wanted += f" of severity {flag.severity}"
+            if flag.evidence:
+                wanted += f" with evidence {', '.join(flag.evidence)}"
+            problems.append(f"expected flag {wanted}; raised: {raised}")
+    for kind in expect.absent_flags:
+        unwanted = [f.message[:100] for f in summary.flags if f.kind == kind]
+        if unwanted:
+            problems.append(f"flag {kind} must not be raised, but was: {unwanted}")
     if expect.red_flag != red_flag_raised:
         problems.append(f"red flag expected: {expect.red_flag}, raised: {red_flag_raised}")
     if expect.max_questions is not None and len(turns) > expect.max_questions:

@@ -26,10 +26,10 @@ from agents.coverage import stop_reason, update_coverage, wants_to_end
 from agents.events import ModelEvent
 from agents.interviewer import ProposedQuestion, propose_question, template_question
 from agents.safety import ESCALATION_MESSAGE, screen_model, screen_rules
-from agents.summarizer import build_summary, write_narrative
+from agents.summarizer import build_summary, low_confidence_flags, write_narrative
 from agents.summary_schema import Statement, StopReason
 from agents.transcript import MAX_ANSWER_CHARS, Turn, clean_answer, excerpt
-from agents.verifier import verify_summary
+from agents.verifier import model_check, verify_summary
 from graphs.context import IntakeContext
 from graphs.render import render_markdown
 from graphs.state import IntakeInput, IntakeOutput, IntakeState
@@ -181,11 +181,17 @@ async def summarize(state: IntakeState, context: IntakeContext) -> dict[str, Any
     return {"summary": summary, "stop_reason": reason, "model_events": events}
 
 
-async def verify(state: IntakeState) -> dict[str, Any]:
-    """Ground every statement in its cited sources; unsupported ones leave and are flagged."""
+async def verify(state: IntakeState, context: IntakeContext) -> dict[str, Any]:
+    """Ground every statement in its cited sources (code, then the model); unsupported ones leave, flagged."""
     if state.summary is None:  # pragma: no cover - summarize always sets it
         raise RuntimeError("verify reached without a summary")
-    return {"summary": verify_summary(state.summary, state.turns, state.record)}
+    summary = verify_summary(state.summary, state.turns, state.record)
+    events: list[ModelEvent] = []
+    if context.model is not None and summary.hpi_narrative:
+        summary, events = await model_check(context.model, summary, state.turns)
+        if events:
+            summary = summary.model_copy(update={"flags": [*summary.flags, *low_confidence_flags(events)]})
+    return {"summary": summary, "model_events": events}
 
 
 async def deliver(state: IntakeState) -> dict[str, Any]:
@@ -238,7 +244,7 @@ def build_intake_graph(
     graph.add_node("patient_turn", _with_context(patient_turn, bound_context))
     graph.add_node("safety_screen", _with_context(safety_screen, bound_context))
     graph.add_node("summarize", _with_context(summarize, bound_context))
-    graph.add_node("verify", verify)
+    graph.add_node("verify", _with_context(verify, bound_context))
     graph.add_node("deliver", deliver)
     graph.add_edge(START, "load_record")
     graph.add_conditional_edges("load_record", route)

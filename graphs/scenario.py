@@ -6,6 +6,7 @@ and a bad file gets an error naming the file and the field, never a traceback.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.coverage import IntakeElement
 from agents.simulated_patient import HiddenFact, PatientBrief
-from agents.summary_schema import FlagKind, StopReason
+from agents.summary_schema import FlagKind, Severity, StopReason
 
 
 class ScenarioError(Exception):
@@ -26,6 +27,10 @@ class ExpectedFlag(BaseModel):
 
     kind: FlagKind
     contains: str | None = Field(default=None, description="Text the flag's message must contain.")
+    severity: Severity | None = Field(default=None, description="The severity it must have.")
+    evidence: list[str] = Field(
+        default_factory=list, description="Sources ('turn-3', 'AllergyIntolerance/abc') its evidence must include."
+    )
 
 
 class Expectations(BaseModel):
@@ -35,6 +40,7 @@ class Expectations(BaseModel):
 
     summary_contains: list[str] = Field(default_factory=list, description="Facts the summary must state.")
     flags: list[ExpectedFlag] = Field(default_factory=list, description="Flags the summary must raise.")
+    absent_flags: list[FlagKind] = Field(default_factory=list, description="Kinds of flag it must not raise.")
     red_flag: bool = Field(default=False, description="Whether the intake must stop for a red flag.")
     max_questions: int | None = Field(default=None, ge=0, description="At most this many questions.")
     stop_reason: StopReason | None = None
@@ -59,6 +65,9 @@ class Scenario(BaseModel):
         default_factory=dict, description="Recorded model replies per task, for the scripted backend."
     )
     max_questions: int = Field(default=20, ge=0, le=200)
+    visit_date: date | None = Field(
+        default=None, description="When the intake takes place, for judging stale record values (default: today)."
+    )
     simulated_patient: Literal["facts", "model"] = Field(
         default="facts", description="Who answers: the deterministic fact patient or a model persona."
     )

@@ -174,6 +174,7 @@ async def _run(
         patient=patient,
         chart_token_budget=settings.chart_token_budget,
         safety_model_check=settings.safety_model_check,
+        today=scenario.visit_date if scenario else None,
     )
     async with AsyncExitStack() as stack:
         saver = await stack.enter_async_context(

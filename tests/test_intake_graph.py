@@ -289,3 +289,48 @@ async def test_a_graph_with_a_bound_context_runs_without_one(lisinopril_record: 
     graph = compile_intake_graph(InMemorySaver(), bound_context=_context(lisinopril_record))
     result = await graph.ainvoke(IntakeInput(patient_id="p-1"), _config())
     assert result["__interrupt__"][0].value["turn"] == 1
+
+
+async def test_the_model_check_removes_a_narrative_statement_it_finds_unsupported(
+    graph: IntakeGraph, lisinopril_record: PatientRecord
+) -> None:
+    model = ScriptedChatModel(
+        {
+            "interviewer.ask": [{"question": "What brings you in today?"}],
+            "summarizer.hpi": [
+                {
+                    "statements": [
+                        {"text": "Cough for two weeks.", "turns": ["turn-1"]},
+                        {"text": "Cough worse at night for two weeks.", "turns": ["turn-1"]},
+                    ]
+                }
+            ],
+            "verifier.check": [{"supported": True}, {"supported": False, "reason": "night not stated"}],
+        }
+    )
+    patient = LivePatient(graph, _context(lisinopril_record, model=model))
+    output = await patient.answer_all(
+        await patient.start(IntakeInput(patient_id="p-1", max_questions=1)), ["A cough for two weeks, worse at night."]
+    )
+    assert output.summary is not None
+    assert [s.text for s in output.summary.hpi_narrative] == ["Cough for two weeks."]
+    assert [s.text for s in output.summary.removed_statements] == ["Cough worse at night for two weeks."]
+    assert any(f.kind == "unsupported" and "night not stated" in f.message for f in output.summary.flags)
+
+
+async def test_when_the_model_check_cannot_run_the_statement_stays_and_that_is_flagged(
+    graph: IntakeGraph, lisinopril_record: PatientRecord
+) -> None:
+    model = ScriptedChatModel(
+        {
+            "interviewer.ask": [{"question": "What brings you in today?"}],
+            "summarizer.hpi": [{"statements": [{"text": "Cough for two weeks.", "turns": ["turn-1"]}]}],
+        }
+    )
+    patient = LivePatient(graph, _context(lisinopril_record, model=model))
+    output = await patient.answer_all(
+        await patient.start(IntakeInput(patient_id="p-1", max_questions=1)), ["A cough for two weeks."]
+    )
+    assert output.summary is not None
+    assert [s.text for s in output.summary.hpi_narrative] == ["Cough for two weeks."]
+    assert any(f.kind == "low_confidence" and "verifier.check" in f.message for f in output.summary.flags)

@@ -40,6 +40,7 @@ async def test_scenario_meets_its_expectations(path: Path) -> None:
         record_source=BundleRecordSource(RECORDS),
         model=model,
         patient=simulated_patient(scenario.brief(), None),
+        today=scenario.visit_date,
     )
     graph = compile_intake_graph(InMemorySaver())
     result = await graph.ainvoke(
