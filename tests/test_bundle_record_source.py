@@ -17,6 +17,7 @@ from tools.fhir.bundle_source import BundleRecordSource
 from tools.fhir.record import (
     PatientNotFoundError,
     PatientRecord,
+    RecordMedication,
     RecordObservation,
     RecordSource,
     RecordSourceError,
@@ -367,15 +368,13 @@ async def test_hand_written_bundle_with_two_patients(tmp_path: Path) -> None:
         await source.fetch_record("mixed")  # a file stem names a patient only when it holds one
 
     ann = await source.fetch_record("P1")
-    statement = next(m for m in ann.medications if m.ref == "MedicationStatement/ms1")
-    assert (statement.name, statement.code, statement.dosage) == (
-        "Amlodipine 5 MG Oral Tablet",
-        "197361",
-        "one tablet every morning",
-    )
-    request = next(m for m in ann.medications if m.ref == "MedicationRequest/mr1")
-    assert request.name == "Amlodipine 5 MG Oral Tablet"
-    assert request.dosage == "5 mg oral twice a day"
+    statement = ann.find("MedicationStatement/ms1")
+    request = ann.find("MedicationRequest/mr1")
+    assert statement is request is not None, "the active statement and request for amlodipine are one entry"
+    assert len(ann.active_medications) == 1 and ann.duplicates_merged == 1
+    assert isinstance(statement, RecordMedication)
+    assert (statement.name, statement.code) == ("Amlodipine 5 MG Oral Tablet", "197361")
+    assert statement.dosage in ("one tablet every morning", "5 mg oral twice a day")
     (glucose,) = ann.observations
     assert (glucose.value, glucose.interpretation, glucose.category) == ("212 mg/dL", "H", "laboratory")
     assert ann.allergies == []
@@ -512,9 +511,8 @@ def test_conversions_of_shapes_synthea_does_not_use() -> None:
         "MedicationRequest/contained": ("Contained med", "2 tablet every 8 hours; BID as needed for pain"),
         "MedicationRequest/unresolved": ("Mystery pill", None),
     }
-    (condition,) = record.conditions
-    assert (condition.clinical_status, condition.onset) == ("entered-in-error", date(2001, 2, 1))
-    assert record.active_conditions == []
+    assert record.conditions == [], "a condition verified as entered-in-error is left out"
+    assert record.entered_in_error_removed == 1
     assert [i.vaccine for i in record.immunizations] == ["Flu (not given)"]
     assert [(e.type, e.reason) for e in record.encounters] == [("ambulatory", "Headache")]
     assert [(s.description, s.modality) for s in record.imaging_studies] == [("CT head", "CT")]

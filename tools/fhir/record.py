@@ -41,6 +41,9 @@ class RecordEntry(BaseModel):
     """Anything in the record that a statement may cite."""
 
     ref: str = Field(description="Resource reference, e.g. 'Condition/abc'.")
+    duplicate_refs: list[str] = Field(
+        default_factory=list, description="Other entries merged into this one as duplicates; citing them resolves here."
+    )
 
 
 class RecordCondition(RecordEntry):
@@ -115,6 +118,8 @@ class PatientRecord(BaseModel):
     immunizations: list[RecordImmunization] = Field(default_factory=list)
     imaging_studies: list[RecordImagingStudy] = Field(default_factory=list)
     skipped_resources: int = Field(default=0, description="Resources that failed validation and were left out.")
+    entered_in_error_removed: int = Field(default=0, description="Entries marked entered-in-error, left out.")
+    duplicates_merged: int = Field(default=0, description="Duplicate entries merged into another entry.")
     source: str = Field(default="", description="Where the record came from (a file or a base URL).")
 
     @property
@@ -142,7 +147,7 @@ class PatientRecord(BaseModel):
             self.imaging_studies,
         ):
             for entry in group:
-                if entry.ref == ref:
+                if entry.ref == ref or ref in entry.duplicate_refs:
                     return entry
         return None
 

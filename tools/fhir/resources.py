@@ -16,6 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from tools.fhir.dedupe import clean_record
 from tools.fhir.record import (
     Demographics,
     PatientRecord,
@@ -605,4 +606,4 @@ def build_patient_record(
                 record.imaging_studies.append(imaging_study_from_fhir(resource))
         except (ValueError, TypeError, AttributeError, ArithmeticError):
             record.skipped_resources += 1
-    return record
+    return clean_record(record)
