@@ -62,13 +62,16 @@ _NEGATED_BEFORE = re.compile(
     re.I,
 )
 _PAST = re.compile(r"\b(years? ago|last year|used to|in the past|as a (child|kid)|went away|is gone|resolved)\b", re.I)
+# An allergy's reaction ("penicillin gives me a rash") is allergy history, not a current symptom.
+_ALLERGY_CONTEXT = re.compile(r"\ballerg\w*|\breaction\b", re.I)
 _SOMEONE_ELSE = re.compile(
     r"\b(my|his|her) (mother|mom|mum|father|dad|brother|sister|grand\w+|aunt|uncle|son|daughter|wife|husband)\b", re.I
 )
 
 _SOCIAL = re.compile(
     r"\b(smok(e|es|ed|er|ing)|cigarettes?|vap(e|ing)|tobacco|alcohol|drink(s|ing)? (wine|beer|alcohol)|"
-    r"(glass|glasses) of wine|beers?|drugs|marijuana|cannabis|i work|my job|works? as|retired|unemployed|"
+    r"(glass|glasses) of wine|beers?|(recreational|street|illegal) drugs|(use|do|take) drugs|marijuana|cannabis|"
+    r"i work|my job|works? as|retired|unemployed|"
     r"live (alone|with)|living (alone|with)|exercise|married|divorced|widowed)\b",
     re.I,
 )
@@ -111,7 +114,7 @@ def _mentions(turns: list[Turn]) -> list[_Mention]:
     found: list[_Mention] = []
     for turn in turns:
         for sentence in _sentences(turn.answer[:5000]):
-            if _PAST.search(sentence) or _SOMEONE_ELSE.search(sentence):
+            if _PAST.search(sentence) or _SOMEONE_ELSE.search(sentence) or _ALLERGY_CONTEXT.search(sentence):
                 continue
             for name, pattern in _SYMPTOM_PATTERNS.items():
                 match = pattern.search(sentence)

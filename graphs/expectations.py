@@ -36,6 +36,10 @@ def check_expectations(
     for fact in expect.summary_contains:
         if _normalise(fact) not in text:
             problems.append(f"fact missing from the summary: {fact!r}")
+    body = _normalise("\n".join(s.text for s in summary.statements()))
+    for text in expect.summary_lacks:
+        if _normalise(text) in body:
+            problems.append(f"the summary must not state {text!r}")
     for flag in expect.flags:
         matching = [
             f

@@ -39,6 +39,9 @@ class Expectations(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     summary_contains: list[str] = Field(default_factory=list, description="Facts the summary must state.")
+    summary_lacks: list[str] = Field(
+        default_factory=list, description="Text that must not appear (entered-in-error entries, removed claims)."
+    )
     flags: list[ExpectedFlag] = Field(default_factory=list, description="Flags the summary must raise.")
     absent_flags: list[FlagKind] = Field(default_factory=list, description="Kinds of flag it must not raise.")
     red_flag: bool = Field(default=False, description="Whether the intake must stop for a red flag.")
