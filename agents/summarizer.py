@@ -41,7 +41,7 @@ class NarrativeStatement(BaseModel):
 class HpiNarrative(BaseModel):
     """What the model returns: the history of present illness as short cited statements."""
 
-    statements: list[NarrativeStatement] = Field(max_length=4)
+    statements: list[NarrativeStatement] = Field(max_length=6)
 
 
 SUMMARIZER_SYSTEM = (
@@ -97,7 +97,7 @@ def narrative_request(turns: list[Turn], reason: str | None) -> ChatRequest:
                 content=f"Reason for visit: {reason or 'not given'}\nTranscript:\n{transcript}\n\nWrite the HPI.",
             ),
         ],
-        max_new_tokens=384,
+        max_new_tokens=448,
     )
 
 
