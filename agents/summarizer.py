@@ -8,7 +8,6 @@ every statement. Uncertainties are derived here from the same evidence.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
@@ -16,6 +15,13 @@ from pydantic import BaseModel, Field
 from agents.coverage import HPI_ELEMENTS, Coverage, IntakeElement, mentioning_sentence
 from agents.events import ModelEvent
 from agents.findings import extract_findings
+from agents.reconciliation import Reconciliation
+from agents.reconciliation_summary import (
+    allergy_statement,
+    condition_statement,
+    medication_statement,
+    reconciliation_flags,
+)
 from agents.safety import RedFlag
 from agents.staleness import DEFAULT_STALE_AFTER_DAYS, stale_flags
 from agents.summary_schema import (
@@ -51,10 +57,6 @@ SUMMARIZER_SYSTEM = (
     '{"statements": [{"text": "...", "turns": ["turn-1"]}]}'
 )
 
-_NO_ALLERGIES = re.compile(
-    r"\b(no (known )?(drug |food )?allergies|not allergic|none|no,? i don'?t|nkda|i don'?t have any)\b", re.I
-)
-
 _MISSING_WHY: dict[StopReason, str] = {
     "covered": "no answer was given",
     "patient_ended": "the patient ended the interview first",
@@ -84,6 +86,12 @@ def _element_statements(element: IntakeElement, coverage: Coverage, turns_by_id:
         elif sentence := mentioning_sentence(element, turn.answer):
             statements.append(_patient(turn, sentence))
     return statements
+
+
+def _unquoted(answers: list[Statement], section: list[Statement]) -> list[Statement]:
+    """The patient's answers that the section's reconciled lines do not already quote in full."""
+    quoted = " ".join(s.text for s in section if s.origin == "reconciled")
+    return [a for a in answers if f'"{a.text}"' not in quoted]
 
 
 def narrative_request(turns: list[Turn], reason: str | None) -> ChatRequest:
@@ -154,6 +162,7 @@ def build_summary(
     demo_model: bool,
     today: date,
     stale_after_days: int = DEFAULT_STALE_AFTER_DAYS,
+    reconciliation: Reconciliation | None = None,
 ) -> ClinicianSummary:
     """Assemble the draft summary; the verifier checks it next."""
     by_id = {t.id: t for t in turns}
@@ -188,43 +197,23 @@ def build_summary(
     medications: list[Statement] = []
     allergies: list[Statement] = []
     history: list[Statement] = []
-    if record:
+    if reconciliation is not None:
+        medications += [s for line in reconciliation.medications if (s := medication_statement(line))]
+        allergies += [s for line in reconciliation.allergies if (s := allergy_statement(line))]
+        history += [s for line in reconciliation.conditions if (s := condition_statement(line))]
+        discussed = coverage.status(IntakeElement.MEDICATIONS) == "covered"
+        flags += reconciliation_flags(reconciliation, medications_discussed=discussed)
+    elif record:
         medications += [
             _record(f"Record lists active medication: {_medication_line(m.name, m.dosage)}", m.ref)
             for m in record.active_medications
         ]
-        allergies += [
-            _record(
-                f"Record lists allergy: {a.substance}"
-                + (f" (reaction: {', '.join(a.reactions)})" if a.reactions else "")
-                + (f", criticality {a.criticality}" if a.criticality else ""),
-                a.ref,
-            )
-            for a in record.active_allergies
-        ]
+        allergies += [_record(f"Record lists allergy: {a.substance}", a.ref) for a in record.active_allergies]
         history += [_record(f"Record lists active problem: {c.name}", c.ref) for c in record.active_conditions]
-    medications += _element_statements(IntakeElement.MEDICATIONS, coverage, by_id)
-    allergies += _element_statements(IntakeElement.ALLERGIES, coverage, by_id)
-    history += _element_statements(IntakeElement.HISTORY, coverage, by_id)
+    medications += _unquoted(_element_statements(IntakeElement.MEDICATIONS, coverage, by_id), medications)
+    allergies += _unquoted(_element_statements(IntakeElement.ALLERGIES, coverage, by_id), allergies)
+    history += _unquoted(_element_statements(IntakeElement.HISTORY, coverage, by_id), history)
     concerns = _element_statements(IntakeElement.PATIENT_CONCERNS, coverage, by_id)
-
-    if record:
-        for turn in _turns_for(coverage, IntakeElement.ALLERGIES, by_id):
-            if (
-                turn.element == IntakeElement.ALLERGIES
-                and record.active_allergies
-                and _NO_ALLERGIES.search(turn.answer)
-            ):
-                flags.append(
-                    UncertaintyFlag(
-                        kind="conflict",
-                        severity="high",
-                        message="The patient reports no allergies, but the record lists active allergies: "
-                        + ", ".join(a.substance for a in record.active_allergies),
-                        evidence=[SourceRef(kind="patient", ref=turn.id)]
-                        + [SourceRef(kind="record", ref=a.ref) for a in record.active_allergies],
-                    )
-                )
 
     for element, entry in coverage.elements.items():
         if entry.status == "covered":

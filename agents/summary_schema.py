@@ -28,8 +28,9 @@ class Statement(BaseModel):
 
     text: str
     sources: list[SourceRef] = Field(min_length=1)
-    origin: Literal["patient_words", "record", "model"] = Field(
-        description="Verbatim patient words, rendered from the record, or written by the model."
+    origin: Literal["patient_words", "record", "reconciled", "model"] = Field(
+        description="Verbatim patient words, rendered from the record, the record and the patient's quoted words "
+        "side by side (reconciliation), or written by the model."
     )
 
 

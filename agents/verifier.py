@@ -75,6 +75,14 @@ def check_statement(statement: Statement, turns: dict[str, Turn], record: Patien
         return None
     if statement.origin == "record":
         return None
+    if statement.origin == "reconciled":
+        quotes = re.findall(r'"([^"]+)"', statement.text)
+        if quotes and not cited_turns:
+            return "quotes the patient but cites no answer"
+        for quote in quotes:
+            if _normalise(quote) not in _normalise(evidence):
+                return "the quoted words are not in the cited answer"
+        return None
     words = _content_words(statement.text)
     if not words:
         return "the statement says nothing checkable"

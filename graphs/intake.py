@@ -25,6 +25,7 @@ from langgraph.types import Checkpointer, interrupt
 from agents.coverage import stop_reason, update_coverage, wants_to_end
 from agents.events import ModelEvent
 from agents.interviewer import ProposedQuestion, propose_question, template_question
+from agents.reconciliation import reconcile_with_model
 from agents.safety import ESCALATION_MESSAGE, screen_model, screen_rules
 from agents.summarizer import build_summary, low_confidence_flags, write_narrative
 from agents.summary_schema import Statement, StopReason
@@ -162,6 +163,9 @@ async def summarize(state: IntakeState, context: IntakeContext) -> dict[str, Any
             narrative = await write_narrative(context.model, state.turns, state.reason_for_visit)
         except ModelError as exc:
             events.append(ModelEvent(task="summarizer.hpi", outcome="failed", detail=str(exc)))
+    reconciliation, claims_error = await reconcile_with_model(context.model, state.record, state.turns)
+    if claims_error is not None:
+        events.append(ModelEvent(task="reconcile.claims", outcome="failed", detail=str(claims_error)))
     summary = build_summary(
         patient_id=state.patient_id,
         reason=state.reason_for_visit,
@@ -177,6 +181,7 @@ async def summarize(state: IntakeState, context: IntakeContext) -> dict[str, Any
         demo_model=bool(context.model and context.model.is_demo),
         today=context.today or datetime.now(UTC).date(),
         stale_after_days=context.stale_after_days,
+        reconciliation=reconciliation,
     )
     return {"summary": summary, "stop_reason": reason, "model_events": events}
 

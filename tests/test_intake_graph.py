@@ -116,7 +116,7 @@ async def test_a_full_interview_covers_every_element_then_summarizes(
     assert len(output.turns) == len(IntakeElement)
     assert output.summary is not None
     assert output.patient_message == CLOSING_MESSAGE
-    assert "Record lists active medication: Lisinopril 10 MG Oral Tablet" in output.markdown
+    assert "Lisinopril 10 MG Oral Tablet (record): patient confirms taking it" in output.markdown
     assert not [f for f in output.summary.flags if f.kind == "missing"]
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agents.coverage import Coverage, IntakeElement, update_coverage
 from agents.findings import extract_findings
+from agents.reconciliation import reconcile
 from agents.staleness import stale_flags
 from agents.summarizer import build_summary
 from agents.summary_schema import ClinicianSummary, SourceRef, Statement
@@ -56,6 +57,7 @@ def _summary(
         model_id="scripted",
         demo_model=False,
         today=TODAY,
+        reconciliation=reconcile(record, turns),
     )
     return verify_summary(draft, turns, record)
 
