@@ -1,4 +1,4 @@
-"""The `previsit` command line: simulate, chat, sessions, resume, show.
+"""The `previsit` command line: simulate, chat, sessions, resume, show, writeback, sandbox.
 
 Every failure a user can cause or meet (a bad scenario, an unknown patient, a locked database, a
 model that cannot load) ends in one clear line on stderr and a non-zero exit, never a traceback;
@@ -35,9 +35,13 @@ from graphs.render_fhir import render_fhir_bundle
 from graphs.scenario import Scenario, ScenarioError, load_scenario
 from graphs.session import IntakeGraph, PendingQuestion, SessionObserver, SessionView, drive_session, inspect_session
 from graphs.state import IntakeInput, IntakeState
-from previsit.config import MODEL_SPECS_HELP, Settings, build_model
-from tools.fhir.bundle_source import BundleRecordSource
-from tools.fhir.record import PatientNotFoundError, RecordError
+from previsit import sandbox
+from previsit.config import MODEL_SPECS_HELP, Settings, build_fhir_auth, build_model, build_record_source
+from tools.fhir.auth import AuthConfigError
+from tools.fhir.client import check_base_url
+from tools.fhir.record import PatientNotFoundError, RecordError, RecordSource
+from tools.fhir.server_source import FhirRecordSource
+from tools.fhir.writeback import write_back_summary
 from tools.models.protocol import ChatModel, ModelError
 
 EXIT_USAGE = 2
@@ -78,7 +82,25 @@ def _settings(args: argparse.Namespace) -> Settings:
         records_dir=getattr(args, "records_dir", None),
         model=getattr(args, "model", None),
         max_questions=getattr(args, "max_questions", None),
+        fhir_base=getattr(args, "fhir_base", None),
     )
+
+
+def _fhir_base(settings: Settings) -> str | None:
+    """The FHIR base URL to use (the word 'sandbox' resolved), or None for the fixture bundles."""
+    if not settings.fhir_base:
+        return None
+    try:
+        return check_base_url(sandbox.resolve_base(settings.fhir_base, settings.data_dir))
+    except (sandbox.SandboxError, RecordError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+def _record_source(settings: Settings, bound_patient: str | None) -> RecordSource:
+    try:
+        return build_record_source(settings, bound_patient=bound_patient, fhir_base=_fhir_base(settings))
+    except (AuthConfigError, RecordError) as exc:
+        raise CliError(f"FHIR settings: {exc}", EXIT_USAGE) from exc
 
 
 def _load_model(spec: str, settings: Settings, scenario: Scenario | None) -> ChatModel | None:
@@ -95,7 +117,7 @@ def _load_model(spec: str, settings: Settings, scenario: Scenario | None) -> Cha
     return model
 
 
-async def _check_patient(source: BundleRecordSource, patient_id: str) -> None:
+async def _check_patient(source: RecordSource, patient_id: str) -> None:
     try:
         await source.fetch_record(patient_id)
     except PatientNotFoundError as exc:
@@ -159,8 +181,9 @@ async def _run(
     model_spec: str,
     live: bool,
     out_dir: Path | None,
+    writeback: bool = False,
 ) -> int:
-    source = BundleRecordSource(settings.records_dir)
+    source = _record_source(settings, start.patient_id if start is not None else None)
     if start is not None:
         await _check_patient(source, start.patient_id)
     model = _load_model(model_spec, settings, scenario)
@@ -191,7 +214,45 @@ async def _run(
             observer=PrintingObserver(sys.stdout, echo_answers=not live),
         )
         _report(view, settings, sys.stdout, out_dir)
+    if writeback and view.status == "finished":
+        await _write_back(settings, view)
     return 0
+
+
+async def _write_back(settings: Settings, view: SessionView) -> None:
+    """Send a finished session's summary to the FHIR server; running it again creates nothing new."""
+    state = view.state
+    if state is None or state.summary is None:
+        raise CliError(f"session {view.session_id} has no summary to write back (finish it first)", EXIT_USAGE)
+    base = _fhir_base(settings)
+    if base is None:
+        raise CliError("write-back needs a FHIR server: pass --fhir-base URL or set PREVISIT_FHIR_BASE", EXIT_USAGE)
+    try:
+        source = FhirRecordSource(base, auth=build_fhir_auth(settings), timeout_s=settings.fhir_timeout_s)
+        async with source.client() as client:
+            patient = await source.resolve_patient(client, state.patient_id)
+            result = await write_back_summary(
+                client,
+                state.summary,
+                state.turns,
+                view.session_id,
+                f"Patient/{patient['id']}",
+                await source.capabilities(client),
+            )
+    except (AuthConfigError, RecordError) as exc:
+        raise CliError(
+            f"write-back to {base} failed: {exc}. The summary is saved; send it again with: "
+            f"previsit writeback {view.session_id} --fhir-base {settings.fhir_base}"
+        ) from exc
+    if state.record is not None and state.record.source != base:
+        print(f"note: the record was read from {state.record.source}; the summary cites resources there.")
+    print(f"Wrote session {view.session_id} to {base}: {result.describe()}")
+    for ref in result.created:
+        print(f"  created  {ref}")
+    for ref in result.existing:
+        print(f"  exists   {ref}")
+    for note in result.notes:
+        print(f"  note: {note}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -219,6 +280,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             model_spec=settings.model,
             live=False,
             out_dir=args.out,
+            writeback=args.writeback,
         )
     )
 
@@ -327,6 +389,59 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_writeback(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    view = asyncio.run(_load_view(settings, args.session_id))
+    if view.status != "finished":
+        raise CliError(f"session {args.session_id} is {view.status.replace('_', ' ')}; finish it first", EXIT_USAGE)
+    asyncio.run(_write_back(settings, view))
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        if args.action == "up":
+            info, seconds = sandbox.start(settings.data_dir, port=args.port)
+            state = f"started in {seconds:.1f} s" if seconds else "already running"
+            print(f"FHIR sandbox {state}: {info.base_url} (PID {info.pid}, log {info.log_path})")
+            print(f"Load records: previsit sandbox load fixtures/fhir/synthea/*.json --data-dir {settings.data_dir}")
+        elif args.action == "down":
+            stopped = sandbox.stop(settings.data_dir)
+            print(f"FHIR sandbox stopped (PID {stopped.pid})." if stopped else "No FHIR sandbox was running.")
+        elif args.action == "status":
+            running = sandbox.status(settings.data_dir)
+            print(f"FHIR sandbox running: {running.base_url} (PID {running.pid})" if running else "Not running.")
+            return 0 if running else 1
+        else:
+            if not args.bundles:
+                raise CliError("sandbox load needs one or more bundle files", EXIT_USAGE)
+            base = _fhir_base(settings) or sandbox.resolve_base("sandbox", settings.data_dir)
+            results = asyncio.run(_load_bundles(settings, base, [Path(p) for p in args.bundles]))
+            for result in results:
+                names = ", ".join(result.patients) or "no patient"
+                what = "already loaded, skipped" if result.skipped else f"{result.created} resources created"
+                if result.error:
+                    print(f"previsit: error: {result.path.name}: {result.error}", file=sys.stderr)
+                else:
+                    print(f"{result.path.name}: {names}: {what}")
+            failed = sum(1 for r in results if r.error)
+            if failed:
+                raise CliError(f"{failed} of {len(results)} bundle(s) did not load")
+    except sandbox.SandboxError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+async def _load_bundles(settings: Settings, base: str, paths: list[Path]) -> list[sandbox.LoadResult]:
+    source = FhirRecordSource(base, auth=build_fhir_auth(settings), timeout_s=max(settings.fhir_timeout_s, 60.0))
+    try:
+        async with source.client() as client:
+            return await sandbox.load_bundles(client, paths)
+    except RecordError as exc:
+        raise sandbox.SandboxError(f"cannot load into {base}: {exc}") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="previsit",
@@ -336,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, help="where sessions and model caches live (default ./.previsit)")
     common.add_argument("--records-dir", type=Path, help="folder of FHIR bundles to read records from")
+    common.add_argument(
+        "--fhir-base",
+        metavar="URL",
+        help="read records from (and write back to) this FHIR R4 server instead of the bundles; "
+        "'sandbox' = the running embedded sandbox (env PREVISIT_FHIR_BASE)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     simulate = sub.add_parser("simulate", parents=[common], help="run a simulated intake from a scenario file")
@@ -344,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--max-questions", type=int, help="question cap (default: the scenario's, else 20)")
     simulate.add_argument("--session", help="session id (default: scenario id + random suffix)")
     simulate.add_argument("--out", type=Path, help="output folder for summary.json/.md (default <data-dir>/out)")
+    simulate.add_argument(
+        "--writeback", action="store_true", help="write the finished summary to the FHIR server (--fhir-base)"
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     chat = sub.add_parser("chat", parents=[common], help="a live intake in the terminal: you are the patient")
@@ -368,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("session_id")
     show.add_argument("--json", action="store_true", help="the whole state as JSON (record left out)")
     show.set_defaults(func=cmd_show)
+
+    writeback = sub.add_parser(
+        "writeback", parents=[common], help="write a finished session's summary to the FHIR server (idempotent)"
+    )
+    writeback.add_argument("session_id")
+    writeback.set_defaults(func=cmd_writeback)
+
+    box = sub.add_parser("sandbox", parents=[common], help="the embedded local FHIR server (SEKMET)")
+    box.add_argument("action", choices=["up", "load", "down", "status"], help="start, load bundles, stop, status")
+    box.add_argument("bundles", nargs="*", help="transaction bundle files to load (with 'load')")
+    box.add_argument("--port", type=int, help=f"port on 127.0.0.1 (default {sandbox.DEFAULT_PORT})")
+    box.set_defaults(func=cmd_sandbox)
     return parser
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
+from tools.fhir.auth import DEFAULT_SMART_SCOPE, BearerTokenAuth, FhirAuth, NoAuth, SmartBackendAuth
+from tools.fhir.bundle_source import BundleRecordSource
+from tools.fhir.record import RecordSource
+from tools.fhir.server_source import FhirRecordSource
 from tools.models.protocol import ChatModel, ModelUnavailableError
 from tools.models.scripted import ScriptedChatModel
 
@@ -36,6 +40,24 @@ class Settings(BaseModel):
     chart_token_budget: int = Field(default=2000, ge=50)
     safety_model_check: bool = Field(default=False)
     lock_timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for a locked sessions database.")
+    fhir_base: str | None = Field(
+        default=None,
+        description="FHIR R4 base URL to read records from (and write back to) instead of the fixture bundles; "
+        "'sandbox' means the running embedded sandbox.",
+    )
+    fhir_token: SecretStr | None = Field(default=None, description="Static bearer token for the FHIR server.")
+    fhir_client_id: str | None = Field(default=None, description="SMART backend services client id.")
+    fhir_private_key: SecretStr | None = Field(
+        default=None, description="SMART backend services private key: a PEM file path, or the PEM text itself."
+    )
+    fhir_token_url: str | None = Field(default=None, description="SMART token endpoint (default: discovered).")
+    fhir_scope: str = Field(default=DEFAULT_SMART_SCOPE, description="Scopes asked of the SMART token endpoint.")
+    fhir_kid: str | None = Field(default=None, description="Key id put in the SMART client assertion header.")
+    fhir_strategy: Literal["auto", "everything", "search"] = Field(
+        default="auto", description="Record retrieval: $everything when offered (auto), or per-type searches."
+    )
+    fhir_timeout_s: float = Field(default=10.0, gt=0, description="Time limit of one FHIR request.")
+    fhir_record_deadline_s: float = Field(default=60.0, gt=0, description="Time limit of reading one record.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -48,6 +70,41 @@ class Settings(BaseModel):
                 values[name] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def build_fhir_auth(settings: Settings) -> FhirAuth:
+    """The FHIR auth scheme the settings describe: SMART backend services when a client id and a key
+    are set, else a bearer token when one is set, else none. Raises `AuthConfigError` (no secret in it)."""
+    if settings.fhir_client_id and settings.fhir_private_key is not None:
+        return SmartBackendAuth(
+            settings.fhir_client_id,
+            settings.fhir_private_key,
+            token_url=settings.fhir_token_url,
+            scope=settings.fhir_scope,
+            kid=settings.fhir_kid,
+        )
+    if settings.fhir_token is not None:
+        return BearerTokenAuth(settings.fhir_token)
+    return NoAuth()
+
+
+def build_record_source(
+    settings: Settings, *, bound_patient: str | None = None, fhir_base: str | None = None
+) -> RecordSource:
+    """Records from the FHIR server when one is configured (`fhir_base` is the resolved URL), else from
+    the fixture bundles."""
+    base = fhir_base or settings.fhir_base
+    if not base:
+        return BundleRecordSource(settings.records_dir)
+    return FhirRecordSource(
+        base,
+        auth=build_fhir_auth(settings),
+        bound_patient=bound_patient,
+        strategy=settings.fhir_strategy,
+        timeout_s=settings.fhir_timeout_s,
+        record_deadline_s=settings.fhir_record_deadline_s,
+        cache_s=300.0,
+    )
 
 
 def build_model(
