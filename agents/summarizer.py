@@ -253,8 +253,8 @@ def build_summary(
             UncertaintyFlag(
                 kind="record_unavailable",
                 severity="medium",
-                message=f"The record is partial: {record.skipped_resources} resource(s) failed validation and "
-                "were left out.",
+                message=f"The record is partial: {record.skipped_resources} resource(s) could not be used (failed "
+                "validation, named another patient, or lay beyond a broken page link) and were left out.",
             )
         )
 

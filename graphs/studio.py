@@ -13,15 +13,14 @@ import os
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
 from graphs.session import IntakeGraph
-from previsit.config import Settings, build_model
-from tools.fhir.bundle_source import BundleRecordSource
+from previsit.config import Settings, build_model, build_record_source
 
 
 def make_graph() -> IntakeGraph:
     """The intake graph bound to a context built from the environment."""
     settings = Settings.from_env(model=os.environ.get("PREVISIT_MODEL", "none"))
     context = IntakeContext(
-        record_source=BundleRecordSource(settings.records_dir),
+        record_source=build_record_source(settings),
         model=build_model(settings.model, settings),
         chart_token_budget=settings.chart_token_budget,
         safety_model_check=settings.safety_model_check,

@@ -32,7 +32,7 @@ from tools.models.structured import Attempt, complete_with_repair
 Progress = Callable[[str], None]
 
 DEFAULT_MAX_NEW_TOKENS = 512
-DEMO_MAX_NEW_TOKENS = 192
+DEMO_MAX_NEW_TOKENS = 512
 # Whitespace the JSON grammar allows between tokens, per stretch: enough for pretty-printed,
 # nested JSON, too little for the endless-newlines loop small models fall into.
 MAX_JSON_WHITESPACE = 24
