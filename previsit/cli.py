@@ -198,6 +198,7 @@ async def _run(
         chart_token_budget=settings.chart_token_budget,
         safety_model_check=settings.safety_model_check,
         today=scenario.visit_date if scenario else None,
+        stale_after_days=settings.stale_after_days,
     )
     async with AsyncExitStack() as stack:
         saver = await stack.enter_async_context(

@@ -39,6 +39,7 @@ class Settings(BaseModel):
     max_questions: int = Field(default=20, ge=0, le=200)
     chart_token_budget: int = Field(default=2000, ge=50)
     safety_model_check: bool = Field(default=False)
+    stale_after_days: int = Field(default=365, ge=1, description="Record values older than this are flagged stale.")
     lock_timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for a locked sessions database.")
     fhir_base: str | None = Field(
         default=None,
