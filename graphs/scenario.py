@@ -49,6 +49,15 @@ class Expectations(BaseModel):
     stop_reason: StopReason | None = None
 
 
+class Evaluation(BaseModel):
+    """What only the evaluation may see: never the interviewer, never the simulated patient."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    correct_diagnosis: str | None = Field(default=None, description="The source's diagnosis, for scoring only.")
+    objective_for_doctor: str | None = Field(default=None, description="The source's task statement.")
+
+
 class Scenario(BaseModel):
     """One intake to simulate."""
 
@@ -75,6 +84,13 @@ class Scenario(BaseModel):
         default="facts", description="Who answers: the deterministic fact patient or a model persona."
     )
     expect: Expectations = Field(default_factory=Expectations)
+    exam_findings: dict[str, Any] = Field(
+        default_factory=dict, description="Physical examination findings, available on request; never spoken."
+    )
+    test_results: dict[str, Any] = Field(
+        default_factory=dict, description="Test results, available on request; never spoken by the patient."
+    )
+    evaluation: Evaluation | None = Field(default=None, description="For scoring only (e.g. the true diagnosis).")
 
     def brief(self) -> PatientBrief:
         """What the simulated patient may know (never the expectations)."""

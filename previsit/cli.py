@@ -1,4 +1,4 @@
-"""The `previsit` command line: simulate, chat, sessions, resume, show, writeback, sandbox.
+"""The `previsit` command line: simulate, chat, sessions, resume, show, writeback, sandbox, scenarios import.
 
 Every failure a user can cause or meet (a bad scenario, an unknown patient, a locked database, a
 model that cannot load) ends in one clear line on stderr and a non-zero exit, never a traceback;
@@ -399,6 +399,26 @@ def cmd_writeback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scenarios_import(args: argparse.Namespace) -> int:
+    """`previsit scenarios import agentclinic|synthea ...`: scenario YAML files plus Patient bundles."""
+    from graphs.importers import import_agentclinic, import_synthea, write_import
+
+    if args.source == "agentclinic":
+        if args.limit is not None and args.limit < 1:
+            raise CliError("--limit must be at least 1", EXIT_USAGE)
+        result = import_agentclinic(args.jsonl, limit=args.limit)
+    else:
+        if not args.reason.strip():
+            raise CliError("--reason must not be empty", EXIT_USAGE)
+        result = import_synthea(list(args.bundles), args.reason)
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    written = write_import(result, args.out)
+    skipped = f"skipped {len(result.problems)}" + (" (see warnings above)" if result.problems else "")
+    print(f"written {len(written)} scenario(s) to {args.out}, {skipped}")
+    return 0 if written else 1
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
@@ -505,6 +525,21 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("bundles", nargs="*", help="transaction bundle files to load (with 'load')")
     box.add_argument("--port", type=int, help=f"port on 127.0.0.1 (default {sandbox.DEFAULT_PORT})")
     box.set_defaults(func=cmd_sandbox)
+
+    scenarios = sub.add_parser("scenarios", help="scenario files: import from AgentClinic or Synthea")
+    scenario_sub = scenarios.add_subparsers(dest="scenarios_command", required=True)
+    importer = scenario_sub.add_parser("import", help="import scenarios from a case collection or a record")
+    sources = importer.add_subparsers(dest="source", required=True)
+    agentclinic = sources.add_parser("agentclinic", help="AgentClinic OSCE JSONL (one case a line)")
+    agentclinic.add_argument("jsonl", type=Path, help="the AgentClinic JSONL file")
+    agentclinic.add_argument("--out", type=Path, required=True, help="folder for the YAML files (bundles in fhir/)")
+    agentclinic.add_argument("--limit", type=int, help="import at most N cases")
+    agentclinic.set_defaults(func=cmd_scenarios_import)
+    synthea = sources.add_parser("synthea", help="scenario skeletons from Synthea FHIR bundles")
+    synthea.add_argument("bundles", nargs="+", type=Path, help="Synthea bundle JSON files")
+    synthea.add_argument("--reason", required=True, help="the reason for visit of the skeleton(s)")
+    synthea.add_argument("--out", type=Path, required=True, help="folder for the YAML files")
+    synthea.set_defaults(func=cmd_scenarios_import)
     return parser
 
 
