@@ -6,15 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 
 from agents.coverage import IntakeElement
-from agents.simulated_patient import simulated_patient
-from graphs.context import IntakeContext
 from graphs.importers import AGENTCLINIC_SYSTEM, import_agentclinic, import_synthea, write_import
-from graphs.intake import compile_intake_graph
 from graphs.scenario import Scenario, load_scenario
-from graphs.state import IntakeInput, IntakeOutput
+from graphs.scenario_run import run_scenario
 from previsit.cli import main
 from tests.conftest import FIXTURES, RECORDS
 from tools.fhir.bundle_source import BundleRecordSource
@@ -77,23 +73,7 @@ def test_patient_bundles_bind_the_scenarios(imported: tuple[Path, list[Scenario]
 async def test_an_imported_case_runs_through_the_real_graph(imported: tuple[Path, list[Scenario]]) -> None:
     out, scenarios = imported
     scenario = scenarios[0]
-    context = IntakeContext(
-        record_source=BundleRecordSource(sorted((out / "fhir").glob("*.json"))),
-        model=None,
-        patient=simulated_patient(scenario.brief(), None),
-        today=scenario.visit_date,
-    )
-    graph = compile_intake_graph(InMemorySaver())
-    result = await graph.ainvoke(
-        IntakeInput(
-            patient_id=scenario.patient_id,
-            reason_for_visit=scenario.reason_for_visit,
-            max_questions=scenario.max_questions,
-        ),
-        {"configurable": {"thread_id": scenario.id}},
-        context=context,
-    )
-    output = IntakeOutput.model_validate(result)
+    output = await run_scenario(scenario, BundleRecordSource(sorted((out / "fhir").glob("*.json"))))
     assert output.summary is not None
     assert output.turns
     assert scenario.evaluation is not None and scenario.evaluation.correct_diagnosis

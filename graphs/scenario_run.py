@@ -1,0 +1,40 @@
+"""Running one scenario through the intake graph, in memory: what scenario tests are made of.
+
+The scenario's simulated patient answers, the given model speaks (the scenario's recorded replies
+when it is a scripted backend), and the record comes from the given source; nothing is written
+to disk, so tests and evaluations can run many of these side by side.
+"""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agents.simulated_patient import simulated_patient
+from graphs.context import IntakeContext
+from graphs.intake import compile_intake_graph
+from graphs.scenario import Scenario
+from graphs.state import IntakeInput, IntakeOutput
+from tools.fhir.record import RecordSource
+from tools.models.protocol import ChatModel
+
+
+async def run_scenario(scenario: Scenario, record_source: RecordSource, model: ChatModel | None = None) -> IntakeOutput:
+    """The finished intake of `scenario` (the model persona answers when the scenario asks for one)."""
+    persona_model = model if scenario.simulated_patient == "model" else None
+    context = IntakeContext(
+        record_source=record_source,
+        model=model,
+        patient=simulated_patient(scenario.brief(), persona_model),
+        today=scenario.visit_date,
+    )
+    graph = compile_intake_graph(InMemorySaver())
+    result = await graph.ainvoke(
+        IntakeInput(
+            patient_id=scenario.patient_id,
+            reason_for_visit=scenario.reason_for_visit,
+            max_questions=scenario.max_questions,
+        ),
+        {"configurable": {"thread_id": scenario.id}},
+        context=context,
+    )
+    return IntakeOutput.model_validate(result)
