@@ -15,7 +15,7 @@ import re
 from pydantic import BaseModel, Field
 
 from agents.events import ModelEvent
-from agents.summary_schema import ClinicianSummary, HpiItem, SourceRef, Statement, UncertaintyFlag
+from agents.summary_schema import ClinicianSummary, HpiItem, Statement, UncertaintyFlag
 from agents.transcript import Turn, excerpt
 from tools.fhir.record import PatientRecord
 from tools.models.protocol import ChatMessage, ChatModel, ChatRequest, ModelError
@@ -107,12 +107,16 @@ def verify_summary(summary: ClinicianSummary, turns: list[Turn], record: Patient
         if problem is None:
             return True
         removed.append(statement)
+        repeat = next((f for f in flags if f.message.endswith(f": {statement.text[:200]}")), None)
+        if repeat is not None:  # a model that repeats itself gets one flag, with every citation
+            repeat.evidence += [s for s in statement.sources if s not in repeat.evidence]
+            return False
         flags.append(
             UncertaintyFlag(
                 kind="unsupported",
                 severity="medium",
                 message=f"Removed a statement the sources do not support ({problem}): {statement.text[:200]}",
-                evidence=[s for s in statement.sources if isinstance(s, SourceRef)],
+                evidence=list(statement.sources),
             )
         )
         return False

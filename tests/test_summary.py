@@ -200,3 +200,19 @@ def test_no_rendered_summary_holds_an_uncited_statement(
         for line in content.splitlines():
             if line.startswith("- "):
                 assert re.search(r"\[\^\d+\]", line), f"uncited line in {title}: {line}"
+
+
+def test_a_model_repeating_an_unsupported_statement_gets_one_flag_with_every_citation(
+    lisinopril_record: PatientRecord,
+) -> None:
+    turns = [_turn(1, "A cough."), _turn(2, "Since Monday.", IntakeElement.ONSET)]
+    echo = "What brings you in today and how are you feeling?"
+    narrative = [
+        Statement(text=echo, sources=[SourceRef(kind="patient", ref="turn-1")], origin="model"),
+        Statement(text=echo, sources=[SourceRef(kind="patient", ref="turn-2")], origin="model"),
+    ]
+    summary = _summary(turns, lisinopril_record, narrative)
+    flags = [f for f in summary.flags if f.kind == "unsupported"]
+    assert len(flags) == 1
+    assert [e.ref for e in flags[0].evidence] == ["turn-1", "turn-2"]
+    assert len(summary.removed_statements) == 2
