@@ -98,7 +98,6 @@ _DECLINE = re.compile(
     r"no comment|not comfortable)\b",
     re.I,
 )
-_UNSURE = re.compile(r"^\s*(i('m| am) not sure|not sure|i don'?t know|dunno|no idea)[.!]?\s*$", re.I)
 _END = re.compile(
     r"\b(end (the|this) (interview|intake|chat|conversation)|stop (the )?(interview|intake|questions)|"
     r"i want to stop|i('d| would) like to stop|that'?s all( for now)?|no more questions|i'?m done|"
@@ -143,12 +142,6 @@ def mentioning_sentence(element: IntakeElement, answer: str) -> str | None:
         if pattern.search(sentence):
             return sentence.strip()
     return None
-
-
-def is_substantive(answer: str) -> bool:
-    """An answer that says something (not empty, not a shrug)."""
-    text = answer.strip()
-    return bool(text) and not _UNSURE.match(text)
 
 
 def is_decline(answer: str) -> bool:

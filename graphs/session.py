@@ -101,6 +101,7 @@ async def drive_session(
     watch = observer or SessionObserver()
     config = _config(session_id)
     payload: IntakeInput | Command[Any] | None
+    answered = 0  # answers recorded so far, to number the next question without reading the checkpoint
     if start is not None:
         payload = start
     else:
@@ -108,6 +109,7 @@ async def drive_session(
         if view.status in ("finished", "not_found"):
             return view
         payload = None
+        answered = len(view.state.turns) if view.state else 0
         if view.pending is not None:
             watch.question(view.pending.turn, view.pending.question)
             if ask_patient is None:
@@ -123,15 +125,12 @@ async def drive_session(
                 if node == "__interrupt__":
                     interrupted = PendingQuestion.model_validate(update[0].value)
                 elif node == "interviewer_turn" and update and update.get("pending"):
-                    pending = update["pending"]
-                    state_turns = (await graph.aget_state(config)).values.get("turns", [])
-                    watch.question(len(state_turns) + 1, pending.text)
+                    watch.question(answered + 1, update["pending"].text)
                 elif node == "patient_turn" and update:
                     for turn in update.get("turns", []):
+                        answered += 1
                         watch.answer(turn)
-        if interrupted is None:
-            return await inspect_session(graph, session_id)
-        if ask_patient is None:
+        if interrupted is None or ask_patient is None:
             return await inspect_session(graph, session_id)
         reply = await ask_patient(interrupted)
         if reply is None:
