@@ -32,6 +32,7 @@ from agents.summary_schema import Statement, StopReason
 from agents.transcript import MAX_ANSWER_CHARS, Turn, clean_answer, excerpt
 from agents.verifier import model_check, verify_summary
 from graphs.context import IntakeContext
+from graphs.patient_message import as_patient_message
 from graphs.render import render_markdown
 from graphs.state import IntakeInput, IntakeOutput, IntakeState
 from tools.fhir.chart_context import build_chart_context
@@ -112,7 +113,8 @@ async def patient_turn(state: IntakeState, context: IntakeContext) -> dict[str, 
         raw: Any = await context.patient.answer(pending.text, pending.element, index)
     else:
         raw = interrupt({"turn": index, "question": pending.text, "element": pending.element.value})
-    received = raw if isinstance(raw, str) else str(raw or "")
+    message = as_patient_message(raw)
+    received = message.text
     answer = clean_answer(received)
     turn = Turn(
         id=f"turn-{index}",
