@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
+scripts/system_deps.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/pytest -q "$@"
