@@ -15,6 +15,7 @@ Exception hierarchy::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -29,6 +30,10 @@ class ChatMessage(BaseModel):
 
     role: Role
     content: str
+    images: list[str] = Field(
+        default_factory=list,
+        description="Image file paths shown with this message; only multimodal models see them.",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -41,6 +46,10 @@ class ChatRequest(BaseModel):
     task: str
     messages: list[ChatMessage]
     max_new_tokens: int = Field(default=256, ge=1, le=8192)
+    thinking: bool = Field(
+        default=False,
+        description="Let the model reason before answering (MedGemma); the reasoning is kept apart, never shown.",
+    )
 
 
 class StructuredReply(BaseModel, Generic[SchemaT]):
@@ -52,6 +61,12 @@ class StructuredReply(BaseModel, Generic[SchemaT]):
     repaired: bool = Field(default=False, description="True when the first reply failed validation.")
     prompt_tokens: int = 0
     output_tokens: int = 0
+    thinking: str | None = Field(
+        default=None,
+        description="Hidden reasoning the model wrote before its answer: for audit logs only, never for the "
+        "patient or the summary text.",
+    )
+    notes: list[str] = Field(default_factory=list, description="What the backend changed or dropped (e.g. images).")
 
 
 class ModelError(Exception):
@@ -96,4 +111,24 @@ class ChatModel(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes with this model's tokenizer (chart-context budgets use it)."""
+        ...
+
+
+TextCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class StreamingChatModel(ChatModel, Protocol):
+    """A backend that can hand over the reply's text while it is being written.
+
+    `on_text` receives raw text deltas of the first attempt, as the model writes them (thinking
+    block included, if any); it is called on the event loop's thread. The return value is the same
+    validated reply `complete` gives, so a streamed reply that fails validation is still repaired
+    or rejected like any other: callers must treat streamed text as provisional.
+    """
+
+    async def complete_streaming(
+        self, request: ChatRequest, schema: type[SchemaT], on_text: TextCallback
+    ) -> StructuredReply[SchemaT]:
+        """Like `complete`, calling `on_text(delta)` as text arrives."""
         ...

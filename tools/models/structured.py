@@ -102,6 +102,20 @@ def repair_request(request: ChatRequest, bad_reply: str, error: str) -> ChatRequ
     return request.model_copy(update={"messages": messages, "task": f"{request.task}#repair"})
 
 
+THINKING_INSTRUCTION = "SYSTEM INSTRUCTION: think silently if needed."
+
+
+def with_thinking_instruction(request: ChatRequest) -> list[ChatMessage]:
+    """The request's messages, with MedGemma's thinking switch first when the request asks for thinking.
+
+    The instruction opens the system text (merged into the first user turn by Gemma's template),
+    so it is part of the stable prompt prefix and does not defeat prefix caching.
+    """
+    if not request.thinking:
+        return list(request.messages)
+    return [ChatMessage(role="system", content=THINKING_INSTRUCTION), *request.messages]
+
+
 @dataclass(frozen=True)
 class Attempt:
     """What one generation produced."""
@@ -109,6 +123,7 @@ class Attempt:
     text: str
     prompt_tokens: int = 0
     output_tokens: int = 0
+    notes: tuple[str, ...] = ()
 
 
 async def validate_with_repair(
@@ -139,6 +154,7 @@ async def complete_with_repair(
 ) -> StructuredReply[SchemaT]:
     """What every backend's `complete` returns: the validated value and what it cost."""
     value, attempts, repaired = await validate_with_repair(request, schema, generate)
+    thinking = split_thinking(attempts[-1].text).thinking
     return StructuredReply[schema](  # type: ignore[valid-type]
         value=value,
         raw=attempts[-1].text,
@@ -146,4 +162,6 @@ async def complete_with_repair(
         repaired=repaired,
         prompt_tokens=sum(a.prompt_tokens for a in attempts),
         output_tokens=sum(a.output_tokens for a in attempts),
+        thinking=thinking or None,
+        notes=list(dict.fromkeys(note for a in attempts for note in a.notes)),
     )

@@ -5,6 +5,17 @@ the model can only write JSON of that shape; validation and the one repair round
 reply can be cut off by the token cap or by the degenerate-output guard). Generation is greedy,
 runs in a worker thread, and one generation at a time per loaded model.
 
+MedGemma: `load` reads the checkpoint's config and loads multimodal checkpoints (27B, 4B) with
+`AutoModelForImageTextToText` + `AutoProcessor` (images in `ChatMessage.images` go through the
+processor) and text-only ones with `AutoModelForCausalLM` + `AutoTokenizer` (see tools/models/hub.py);
+bf16 with ``device_map="auto"`` on a GPU, optional 4-bit NF4. Thinking on request: the thinking
+switch opens the prompt and the ``<unused94>thought ... <unused95>`` block is generated free, then
+the JSON under the grammar; the block is kept apart as hidden reasoning.
+
+Prefix reuse: the KV cache of each generation is kept (tools/models/prefix_cache.py), so the next
+turn of an intake only encodes what was appended to the prompt. Streaming: `complete_streaming`
+hands the text to a callback as it is generated.
+
 Loading is explicit (`TransformersChatModel.load`, `load_demo_model`) and keeps no global state.
 """
 
@@ -19,15 +30,20 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tools.models.constrained import DEFAULT_MAX_THINKING_TOKENS, JsonAfterThinking
+from tools.models.hub import LoadedCheckpoint, PretrainedLoader, load_checkpoint
 from tools.models.local_weights import LocalWeights, load_gguf_cached, smollm2_135m_instruct
+from tools.models.model_choice import Quantization
+from tools.models.prefix_cache import PrefixCache
 from tools.models.protocol import (
     ChatMessage,
     ChatRequest,
     ModelUnavailableError,
     SchemaT,
     StructuredReply,
+    TextCallback,
 )
-from tools.models.structured import Attempt, complete_with_repair
+from tools.models.structured import Attempt, complete_with_repair, with_thinking_instruction
 
 Progress = Callable[[str], None]
 
@@ -37,15 +53,24 @@ DEMO_MAX_NEW_TOKENS = 512
 # nested JSON, too little for the endless-newlines loop small models fall into.
 MAX_JSON_WHITESPACE = 24
 
-# Gemma's own template, for Gemma GGUFs that carry none (the Gemma 3 270M base model).
+# Gemma's own template, for Gemma checkpoints that carry none (the Gemma 3 270M GGUF); like the
+# real one, content may be a list of image and text parts (an image becomes <start_of_image>).
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<start_of_image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<end_of_turn>\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
+THINKING_START = "<unused94>"
+THINKING_END = "<unused95>"
 
 
 def _no_progress(_message: str) -> None:
@@ -61,24 +86,32 @@ def normalise_roles(messages: Sequence[ChatMessage], *, merge_system: bool) -> l
     text, and a conversation that would start with the assistant gets a user turn first.
     """
     preamble: list[str] = []
+    preamble_images: list[str] = []
     turns: list[ChatMessage] = []
     for message in messages:
         role = message.role
         if merge_system and role == "system":
             if not turns:
                 preamble.append(message.content)
+                preamble_images.extend(message.images)
                 continue
             role = "user"
         if turns and turns[-1].role == role:
-            turns[-1] = ChatMessage(role=role, content=f"{turns[-1].content}\n\n{message.content}")
+            turns[-1] = ChatMessage(
+                role=role,
+                content=f"{turns[-1].content}\n\n{message.content}",
+                images=[*turns[-1].images, *message.images],
+            )
         else:
-            turns.append(ChatMessage(role=role, content=message.content))
+            turns.append(ChatMessage(role=role, content=message.content, images=list(message.images)))
     if merge_system:
         system_text = "\n\n".join(preamble)
         if not turns or turns[0].role != "user":
-            turns.insert(0, ChatMessage(role="user", content=system_text))
+            turns.insert(0, ChatMessage(role="user", content=system_text, images=preamble_images))
         elif system_text:
-            turns[0] = ChatMessage(role="user", content=f"{system_text}\n\n{turns[0].content}")
+            turns[0] = ChatMessage(
+                role="user", content=f"{system_text}\n\n{turns[0].content}", images=[*preamble_images, *turns[0].images]
+            )
     return turns
 
 
@@ -168,8 +201,48 @@ def _split_source(source: str | Path | LocalWeights, gguf_file: str | None) -> L
     return text
 
 
+class _TextStreamer:
+    """A transformers streamer that decodes generated tokens incrementally and hands on the new text.
+
+    `generate` first puts the whole prompt (skipped here), then each new token. Text that ends in
+    an incomplete UTF-8 sequence is held back until the next token completes it.
+    """
+
+    def __init__(self, tokenizer: Any, hidden: set[int], on_text: TextCallback) -> None:
+        self._tokenizer = tokenizer
+        self._hidden = hidden
+        self._on_text = on_text
+        self._ids: list[int] = []
+        self._sent = ""
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self._ids.extend(int(t) for t in value.reshape(-1).tolist() if int(t) not in self._hidden)
+        text = self._tokenizer.decode(self._ids, skip_special_tokens=False)
+        if text.endswith("\ufffd") or not text.startswith(self._sent):
+            return
+        if len(text) > len(self._sent):
+            delta, self._sent = text[len(self._sent) :], text
+            self._on_text(delta)
+
+    def end(self) -> None:
+        return None
+
+
+def _load_image(path: str) -> Any:
+    """An RGB PIL image with EXIF orientation applied (validation proper lives in the image tools)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image.load()
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
 class TransformersChatModel:
-    """A causal LM behind the `ChatModel` protocol, with schema-constrained greedy decoding."""
+    """A causal or image-text-to-text LM behind the `ChatModel` protocol, with schema-constrained greedy decoding."""
 
     def __init__(
         self,
@@ -177,22 +250,33 @@ class TransformersChatModel:
         tokenizer: Any,
         *,
         model_id: str,
+        processor: Any | None = None,
         is_demo: bool = False,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        thinking: bool = False,
+        max_thinking_tokens: int = DEFAULT_MAX_THINKING_TOKENS,
+        prefix_cache: PrefixCache | None = None,
+        reuse_prefix: bool = True,
+        loaded: LoadedCheckpoint | None = None,
     ) -> None:
         import xgrammar as xgr
 
         self._model = model
         self._tokenizer = tokenizer
+        self._processor = processor
         self._model_id = model_id
         self._is_demo = is_demo
         self._max_new_tokens = max_new_tokens
+        self._thinking = thinking
+        self._max_thinking_tokens = max_thinking_tokens
+        self._prefix_cache = (prefix_cache or PrefixCache()) if reuse_prefix else None
+        self.loaded = loaded
         config = model.config
         self._model_type = str(getattr(config.get_text_config(), "model_type", config.model_type))
         is_gemma = self._model_type.startswith("gemma") or str(config.model_type).startswith("gemma")
 
-        self._chat_template: str | None = None
-        if not getattr(tokenizer, "chat_template", None):
+        self._chat_template: str | None = getattr(processor, "chat_template", None) or None
+        if self._chat_template is None and not getattr(tokenizer, "chat_template", None):
             if not is_gemma:
                 raise ModelUnavailableError(f"{model_id} has no chat template; use an instruction-tuned model")
             self._chat_template = GEMMA_CHAT_TEMPLATE
@@ -201,10 +285,14 @@ class TransformersChatModel:
         stop_ids = _as_id_list(tokenizer.eos_token_id)
         generation_config = getattr(model, "generation_config", None)
         stop_ids += _as_id_list(getattr(generation_config, "eos_token_id", None))
+        self._think_start: int | None = None
+        self._think_end: int | None = None
         if is_gemma:
-            end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-            if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+            end_of_turn = self._special_id("<end_of_turn>")
+            if end_of_turn is not None:
                 stop_ids.append(end_of_turn)
+            self._think_start = self._special_id(THINKING_START)
+            self._think_end = self._special_id(THINKING_END)
         self._stop_ids = sorted(set(stop_ids))
         if not self._stop_ids:
             raise ModelUnavailableError(f"{model_id} defines no end-of-sequence token")
@@ -219,6 +307,14 @@ class TransformersChatModel:
         self._thread_lock = threading.Lock()
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self.prompt_tokens_total = 0
+        self.prompt_tokens_encoded = 0
+
+    def _special_id(self, token: str) -> int | None:
+        value = self._tokenizer.convert_tokens_to_ids(token)
+        if not isinstance(value, int) or value == self._tokenizer.unk_token_id:
+            return None
+        return value
 
     @classmethod
     def load(
@@ -229,64 +325,80 @@ class TransformersChatModel:
         cache_dir: Path | None = None,
         device: str = "cpu",
         dtype: Any = None,
+        quantization: Quantization = "none",
+        thinking: bool = False,
         is_demo: bool = False,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         model_id: str | None = None,
+        reuse_prefix: bool = True,
+        loader: PretrainedLoader | None = None,
         progress: Progress | None = None,
     ) -> TransformersChatModel:
         """Load a model: a hub id or local checkpoint directory, a ``.gguf`` path, or `LocalWeights`.
 
         GGUF weights are converted once and kept under ``cache_dir/<file stem>`` (``cache_dir`` is
         the models root, e.g. ``<data_dir>/models``); hub ids and checkpoint directories are read
-        as they are (``cache_dir`` is not used for them). `device` is ``cpu``, ``cuda[:n]`` or
-        ``auto`` (``device_map="auto"``); `dtype` defaults to bfloat16 on a GPU, float32 on a CPU.
+        as they are, through tools/models/hub.py (``cache_dir`` is not used for them; the Hugging
+        Face cache is). `device` is ``cpu``, ``cuda[:n]`` or ``auto`` (``device_map="auto"``);
+        `dtype` defaults to bfloat16 on a GPU, float32 on a CPU; `quantization` ``4bit`` loads NF4
+        weights through bitsandbytes (GPU only).
         """
         report = progress or _no_progress
         resolved_dtype = _resolve_dtype(dtype, device)
         target = _split_source(source, gguf_file)
         report("Importing transformers")
         try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            import transformers  # noqa: F401
         except ImportError as exc:
             raise ModelUnavailableError(f"transformers/torch are not importable: {exc}") from exc
 
         model: Any
         tokenizer: Any
-        try:
-            if isinstance(target, LocalWeights):
-                name = model_id or target.name
-                conversion_cache = cache_dir / target.cache_name if cache_dir is not None else None
+        processor: Any | None = None
+        loaded: LoadedCheckpoint | None = None
+        if isinstance(target, LocalWeights):
+            name = model_id or target.name
+            conversion_cache = cache_dir / target.cache_name if cache_dir is not None else None
+            try:
                 model, tokenizer = load_gguf_cached(target, conversion_cache, progress=report)
-                if model.dtype != resolved_dtype:
-                    model = model.to(resolved_dtype)
-                if device == "auto":
-                    import torch
+            except ModelUnavailableError:
+                raise
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise ModelUnavailableError(f"Could not load {source}: {exc}") from exc
+            if model.dtype != resolved_dtype:
+                model = model.to(resolved_dtype)
+            if device == "auto":
+                import torch
 
-                    if torch.cuda.is_available():
-                        model = model.to("cuda")
-                elif device != "cpu":
-                    model = model.to(device)
-            else:
-                name = model_id or target
-                # Multimodal checkpoints (MedGemma 4B/27B multimodal, images in the chart) would
-                # load here through AutoModelForImageTextToText and AutoProcessor instead; this
-                # backend handles text-only causal LMs.
-                report(f"Loading tokenizer for {name}")
-                tokenizer = AutoTokenizer.from_pretrained(target)
-                report(f"Loading weights for {name} ({str(resolved_dtype).removeprefix('torch.')}, {device})")
-                if device == "auto":
-                    model = AutoModelForCausalLM.from_pretrained(target, dtype=resolved_dtype, device_map="auto")
-                else:
-                    model = AutoModelForCausalLM.from_pretrained(target, dtype=resolved_dtype)
-                    model = model.to(device)
-        except ModelUnavailableError:
-            raise
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise ModelUnavailableError(f"Could not load {source}: {exc}") from exc
+                if torch.cuda.is_available():
+                    model = model.to("cuda")
+            elif device != "cpu":
+                model = model.to(device)
+        else:
+            name = model_id or target
+            model, tokenizer, processor, loaded = load_checkpoint(
+                target,
+                dtype=resolved_dtype,
+                device=device,
+                quantization=quantization,
+                loader=loader,
+                model_id=name,
+                progress=report,
+            )
 
         model.eval()
         report("Preparing the JSON grammar compiler")
-        instance = cls(model, tokenizer, model_id=name, is_demo=is_demo, max_new_tokens=max_new_tokens)
+        instance = cls(
+            model,
+            tokenizer,
+            model_id=name,
+            processor=processor,
+            is_demo=is_demo,
+            max_new_tokens=max_new_tokens,
+            thinking=thinking,
+            reuse_prefix=reuse_prefix,
+            loaded=loaded,
+        )
         report(f"Model ready: {name}")
         return instance
 
@@ -303,18 +415,43 @@ class TransformersChatModel:
         return self._max_new_tokens
 
     @property
+    def multimodal(self) -> bool:
+        """True when images in the messages reach the model (a processor with a vision tower)."""
+        return self._processor is not None
+
+    @property
     def merges_system_role(self) -> bool:
         """True when system text is folded into the first user turn (Gemma templates)."""
         return self._merge_system
 
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        return self._prefix_cache
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
+    def _messages(self, request: ChatRequest) -> list[ChatMessage]:
+        thinking = request.thinking or self._thinking
+        return with_thinking_instruction(request.model_copy(update={"thinking": thinking}))
+
     def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text the chat template produces for `messages`, generation prompt included."""
+        """The prompt text the chat template produces for `messages`, generation prompt included.
+
+        Messages with images become content lists (an image part per image, then the text) for a
+        multimodal model; a text-only model never sees the image parts.
+        """
         turns = normalise_roles(messages, merge_system=self._merge_system)
+        rendered_turns: list[dict[str, Any]] = []
+        for turn in turns:
+            if turn.images and self.multimodal:
+                parts: list[dict[str, str]] = [{"type": "image"} for _ in turn.images]
+                parts.append({"type": "text", "text": turn.content})
+                rendered_turns.append({"role": turn.role, "content": parts})
+            else:
+                rendered_turns.append({"role": turn.role, "content": turn.content})
         rendered = self._tokenizer.apply_chat_template(
-            [m.model_dump() for m in turns],
+            rendered_turns,
             chat_template=self._chat_template,
             tokenize=False,
             add_generation_prompt=True,
@@ -332,40 +469,101 @@ class TransformersChatModel:
             self._grammars[schema] = compiled
         return compiled
 
-    def generate_sync(self, request: ChatRequest, schema: type[BaseModel]) -> Attempt:
+    def _encode(self, messages: list[ChatMessage], notes: list[str]) -> dict[str, Any]:
+        """Token ids (and pixel values for a multimodal model with images) for `messages`."""
+        paths = [path for message in messages for path in message.images]
+        images: list[Any] = []
+        if paths and not self.multimodal:
+            notes.append(f"{len(paths)} image(s) not shown: {self._model_id} is a text-only model")
+        elif paths:
+            for path in paths:
+                try:
+                    images.append(_load_image(path))
+                except (OSError, ValueError) as exc:
+                    notes.append(f"image {Path(path).name} not shown: unreadable ({exc})")
+            if len(images) != len(paths):  # keep the placeholders and the pixel values in step
+                kept = {p for p in paths if not any(Path(p).name in n for n in notes)}
+                messages = [m.model_copy(update={"images": [p for p in m.images if p in kept]}) for m in messages]
+        prompt = self.render_prompt(messages)
+        processor: Any = self._processor
+        if images:
+            encoded = processor(text=[prompt], images=[images], add_special_tokens=False, return_tensors="pt")
+            return dict(encoded)
+        return dict(self._tokenizer(prompt, add_special_tokens=False, return_tensors="pt"))
+
+    def generate_sync(
+        self, request: ChatRequest, schema: type[BaseModel], on_text: TextCallback | None = None
+    ) -> Attempt:
         """One constrained greedy generation (blocking; `complete` runs it in a worker thread)."""
         import torch
-        import xgrammar as xgr
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+        from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         with self._thread_lock:
             compiled = self._grammar(schema)
-            prompt = self.render_prompt(request.messages)
+            notes: list[str] = []
+            messages = self._messages(request)
+            thinking = request.thinking or self._thinking
+            inputs = self._encode(messages, notes)
             device = self._model.device
-            encoded = self._tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
-            input_ids = encoded["input_ids"].to(device)
-            prompt_length = int(input_ids.shape[1])
+            inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+            input_ids = inputs.pop("input_ids")
+            inputs.pop("attention_mask", None)
+            prompt_ids = input_ids[0].tolist()
+            prompt_length = len(prompt_ids)
+
+            # A fresh cache for every generation unless a kept one shares a prefix. Every layer
+            # keeps its whole context (sliding-window layers too; the mask applies the window), so
+            # a cache can always be cut back to a shorter prefix. Image prompts are never reused.
+            reuse_ok = self._prefix_cache is not None and "pixel_values" not in inputs
+            cache: Any = None
+            reused = 0
+            if reuse_ok and self._prefix_cache is not None:
+                taken = self._prefix_cache.take(prompt_ids)
+                cache, reused = taken.cache, taken.reused_tokens
+            if cache is None:
+                cache = DynamicCache()
+            self.prompt_tokens_total += prompt_length
+            self.prompt_tokens_encoded += prompt_length - reused
+
             guard = DegenerateOutputGuard(self._tokenizer, prompt_length)
+            budget = min(request.max_new_tokens, self._max_new_tokens)
+            if thinking and self._think_start is not None:
+                budget += self._max_thinking_tokens
             make_config: Any = GenerationConfig  # untyped in transformers
             generation_config = make_config(
-                max_new_tokens=min(request.max_new_tokens, self._max_new_tokens),
+                max_new_tokens=budget,
                 do_sample=False,
                 eos_token_id=self._stop_ids,
                 pad_token_id=self._pad_id,
             )
+            # A grammar matcher is stateful: a fresh processor for every call.
+            constrained = JsonAfterThinking(
+                compiled,
+                prompt_length,
+                think_start=self._think_start if thinking else None,
+                think_end=self._think_end,
+                max_thinking_tokens=self._max_thinking_tokens,
+            )
+            hidden = {*self._stop_ids, self._pad_id}
+            streamer = _TextStreamer(self._tokenizer, hidden, on_text) if on_text is not None else None
             with torch.inference_mode():
                 output = self._model.generate(
                     input_ids=input_ids,
                     attention_mask=torch.ones_like(input_ids),
+                    past_key_values=cache,
                     generation_config=generation_config,
-                    # A grammar matcher is stateful: a fresh processor for every call.
-                    logits_processor=LogitsProcessorList([xgr.contrib.hf.LogitsProcessor(compiled)]),
+                    logits_processor=LogitsProcessorList([constrained]),
                     stopping_criteria=StoppingCriteriaList([guard]),
+                    streamer=streamer,
+                    **inputs,
                 )
+            if reuse_ok and self._prefix_cache is not None:
+                self._prefix_cache.put(output[0].tolist(), cache)
             generated = output[0, prompt_length:].tolist()
-            hidden = {*self._stop_ids, self._pad_id}
             text = self._tokenizer.decode([t for t in generated if t not in hidden], skip_special_tokens=False)
-            return Attempt(text=text, prompt_tokens=prompt_length, output_tokens=len(generated))
+            if guard.triggered:
+                notes.append(f"generation stopped early: {guard.triggered}")
+            return Attempt(text=text, prompt_tokens=prompt_length, output_tokens=len(generated), notes=tuple(notes))
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -378,6 +576,26 @@ class TransformersChatModel:
         async def generate(current: ChatRequest) -> Attempt:
             async with self._async_lock():
                 return await asyncio.to_thread(self.generate_sync, current, schema)
+
+        return await complete_with_repair(request, schema, generate, self._model_id)
+
+    async def complete_streaming(
+        self, request: ChatRequest, schema: type[SchemaT], on_text: TextCallback
+    ) -> StructuredReply[SchemaT]:
+        """`complete`, with the first attempt's text handed to `on_text` (on the event loop) as it is written."""
+        loop = asyncio.get_running_loop()
+
+        def from_worker(delta: str) -> None:
+            loop.call_soon_threadsafe(on_text, delta)
+
+        first = True
+
+        async def generate(current: ChatRequest) -> Attempt:
+            nonlocal first
+            callback = from_worker if first else None
+            first = False
+            async with self._async_lock():
+                return await asyncio.to_thread(self.generate_sync, current, schema, callback)
 
         return await complete_with_repair(request, schema, generate, self._model_id)
 
