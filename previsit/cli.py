@@ -1,4 +1,4 @@
-"""The `previsit` command line: simulate, chat, sessions, resume, show, writeback, sandbox, scenarios import.
+"""The `previsit` command line: simulate, chat, sessions, resume, show, writeback, serve, sandbox, scenarios import.
 
 Every failure a user can cause or meet (a bad scenario, an unknown patient, a locked database, a
 model that cannot load) ends in one clear line on stderr and a non-zero exit, never a traceback;
@@ -258,6 +258,25 @@ async def _write_back(settings: Settings, view: SessionView) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if (args.scenario is None) == (args.suite is None):
+        raise CliError("give either one scenario file or --suite DIR|JSONL", EXIT_USAGE)
+    if args.suite is not None:
+        from graphs.suite import SuiteSetupError
+        from previsit.suite_cli import simulate_suite
+
+        try:
+            return simulate_suite(
+                args.suite,
+                settings,
+                _record_source(settings, None),
+                out_dir=args.out,
+                concurrency=args.concurrency,
+                patient=args.patient,
+                max_questions=args.max_questions,
+                exact_matching=args.fact_matching == "exact",
+            )
+        except SuiteSetupError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from exc
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
@@ -419,6 +438,20 @@ def cmd_scenarios_import(args: argparse.Namespace) -> int:
     return 0 if written else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from previsit.service.serve import serve  # the web stack loads only for this command
+
+    settings = _settings(args)
+    return serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        fhir_base=_fhir_base(settings),
+        cors_origins=args.cors_origin,
+    )
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
@@ -481,11 +514,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     simulate = sub.add_parser("simulate", parents=[common], help="run a simulated intake from a scenario file")
-    simulate.add_argument("scenario", help="scenario YAML file (see fixtures/scenarios)")
+    simulate.add_argument("scenario", nargs="?", help="scenario YAML file (see fixtures/scenarios)")
+    simulate.add_argument(
+        "--suite",
+        type=Path,
+        help="run many scenarios: a folder of scenario YAML files, a JSONL of scenarios, or AgentClinic OSCE JSONL; "
+        "resumable, with a report in --out (default <data-dir>/suites/<name>)",
+    )
+    simulate.add_argument("--concurrency", type=int, default=4, help="suite: intakes run at once (default 4)")
+    simulate.add_argument(
+        "--patient",
+        choices=["facts", "embedding", "model"],
+        help="suite: who answers (default: each scenario's own choice): fact lookup, embedding retrieval, "
+        "or a model persona",
+    )
+    simulate.add_argument(
+        "--fact-matching",
+        choices=["embedding", "exact"],
+        default="embedding",
+        help="suite: how fact recall finds facts in summaries (default embedding: exact rules plus MiniLM)",
+    )
     simulate.add_argument("--model", help=f"model backend (default demo): {MODEL_SPECS_HELP}")
     simulate.add_argument("--max-questions", type=int, help="question cap (default: the scenario's, else 20)")
     simulate.add_argument("--session", help="session id (default: scenario id + random suffix)")
-    simulate.add_argument("--out", type=Path, help="output folder for summary.json/.md (default <data-dir>/out)")
+    simulate.add_argument(
+        "--out", type=Path, help="output folder for summary.json/.md (default <data-dir>/out), or the suite's report"
+    )
     simulate.add_argument(
         "--writeback", action="store_true", help="write the finished summary to the FHIR server (--fhir-base)"
     )
@@ -525,6 +579,17 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("bundles", nargs="*", help="transaction bundle files to load (with 'load')")
     box.add_argument("--port", type=int, help=f"port on 127.0.0.1 (default {sandbox.DEFAULT_PORT})")
     box.set_defaults(func=cmd_sandbox)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the HTTP service (API, patient and clinician pages)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument(
+        "--db", help="sessions database: a SQLite file (default <data-dir>/sessions.sqlite) or postgresql://..."
+    )
+    serve.add_argument("--model", help=f"model backend (default demo): {MODEL_SPECS_HELP}")
+    serve.add_argument("--max-questions", type=int, help="question cap of new sessions (default 20)")
+    serve.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default: none)")
+    serve.set_defaults(func=cmd_serve)
 
     scenarios = sub.add_parser("scenarios", help="scenario files: import from AgentClinic or Synthea")
     scenario_sub = scenarios.add_subparsers(dest="scenarios_command", required=True)
