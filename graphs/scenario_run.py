@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agents.simulated_patient import simulated_patient
+from agents.simulated_patient import PatientResponder, simulated_patient
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
 from graphs.scenario import Scenario
@@ -18,13 +18,22 @@ from tools.fhir.record import RecordSource
 from tools.models.protocol import ChatModel
 
 
-async def run_scenario(scenario: Scenario, record_source: RecordSource, model: ChatModel | None = None) -> IntakeOutput:
-    """The finished intake of `scenario` (the model persona answers when the scenario asks for one)."""
+async def run_scenario(
+    scenario: Scenario,
+    record_source: RecordSource,
+    model: ChatModel | None = None,
+    *,
+    patient: PatientResponder | None = None,
+) -> IntakeOutput:
+    """The finished intake of `scenario` (the model persona answers when the scenario asks for one).
+
+    `patient` replaces the scenario's own simulated patient (suites choose one per run and time it).
+    """
     persona_model = model if scenario.simulated_patient == "model" else None
     context = IntakeContext(
         record_source=record_source,
         model=model,
-        patient=simulated_patient(scenario.brief(), persona_model),
+        patient=patient if patient is not None else simulated_patient(scenario.brief(), persona_model),
         today=scenario.visit_date,
     )
     graph = compile_intake_graph(InMemorySaver())
