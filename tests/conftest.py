@@ -39,3 +39,11 @@ def lisinopril_record() -> PatientRecord:
             RecordAllergy(ref="AllergyIntolerance/a-1", substance="Penicillin", reactions=["hives"], criticality="high")
         ],
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SigLIP saved with save_pretrained, loaded back by the real MedSigLIP loading path."""
+    from tools.imaging.tiny_siglip import write_tiny_siglip
+
+    return write_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
