@@ -32,8 +32,9 @@ import uvicorn
 from previsit import sandbox
 from previsit.config import Settings
 from previsit.service.app import create_app
+from previsit.service.backend import open_backend
 from previsit.service.config import load_service_config
-from tests.conftest import RECORDS, REPO_ROOT
+from tests.conftest import FIXTURES, RECORDS, REPO_ROOT
 from tools.fhir.auth import BearerTokenAuth
 from tools.fhir.client import FhirClient
 
@@ -68,6 +69,7 @@ if not Path(CHROMIUM).exists():
 class Service:
     base_url: str
     fhir_base: str
+    db: str
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {CLINICIAN_KEY}"}, timeout=60)
@@ -130,7 +132,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, fhir_base: str) -> Iterato
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.05)
     try:
-        yield Service(f"http://127.0.0.1:{port}", fhir_base)
+        yield Service(f"http://127.0.0.1:{port}", fhir_base, config.db)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -307,6 +309,7 @@ def test_a_patient_answers_every_question_and_sees_the_closing_message(
 
     assert turns >= 2
     expect(page.locator(".bubble.closing")).to_be_visible()
+    expect(page.locator("#composer")).to_be_hidden()
     expect(page.locator("#answer")).to_be_disabled()
     expect(page.locator("#send")).to_be_disabled()
     expect(page.locator("#emergency")).to_be_hidden()
@@ -341,6 +344,7 @@ def test_a_red_flag_answer_shows_the_emergency_banner_and_stops_the_chat(
     ).json()
     assert state["red_flag"] and state["status"] == "escalated"
     expect(banner).to_contain_text(state["patient_message"])
+    expect(page.locator("#composer")).to_be_hidden()
     for control in ("#answer", "#send", "#image", "#upload"):
         expect(page.locator(control)).to_be_disabled()
     assert_accessible(page)
@@ -486,3 +490,77 @@ def test_the_review_of_an_escalated_intake_opens_with_its_red_flag(
     expect(page.locator("#transcript")).to_contain_text(EMERGENCY_ANSWER)
     assert_accessible(page)
     screenshot(page, artifacts, "clinician-review-red-flag")
+
+
+def _hold_lock(db: str, session_id: str, owner: str, *, release: bool) -> None:
+    """Take (or give back) a session's lease as another worker process would, through the same database."""
+
+    async def run() -> None:
+        async with open_backend(db) as backend:
+            if release:
+                await backend.store.release(session_id, owner)
+            else:
+                assert await backend.store.acquire(session_id, owner, 60.0)
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+def test_a_busy_session_asks_to_try_again_and_keeps_the_answer(page: Page, service: Service) -> None:
+    created = service.create_session("Headaches")
+    page.goto(service.base_url + created["patient_url"])
+    expect(page.locator(".bubble.question")).to_have_count(1)
+    _hold_lock(service.db, created["session_id"], "other-worker", release=False)
+
+    page.locator("#answer").fill(ANSWERS[0])
+    page.locator("#answer").press("Enter")
+    expect(page.locator("#error")).to_contain_text("still processing your previous message")
+    expect(page.locator("#answer")).to_have_value(ANSWERS[0])  # nothing the patient typed is lost
+    expect(page.locator(".bubble.answer")).to_have_count(0)
+
+    _hold_lock(service.db, created["session_id"], "other-worker", release=True)
+    page.locator("#answer").press("Enter")
+    expect(page.locator(".bubble.answer")).to_have_text(re.compile(re.escape(ANSWERS[0])))
+    expect(page.locator(".bubble.question")).to_have_count(2)
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def test_a_photo_reaches_the_clinician_with_its_triage_signal_and_never_the_patient(
+    page: Page, browser: Browser, service: Service, artifacts: Path
+) -> None:
+    created = service.create_session("Rash")
+    page.goto(service.base_url + created["patient_url"])
+    page.get_by_label("Your answer").fill("Here is the rash on my arm.")
+    page.get_by_label("Photo or image file").set_input_files(str(FIXTURES / "images" / "small_rgb.jpeg"))
+    with page.expect_response(re.compile(r"/images$")) as reply:
+        page.get_by_role("button", name="Send photo").click()
+    assert reply.value.status == 200
+    expect(page.locator("#upload-result")).to_contain_text("small_rgb.jpeg")
+    expect(page.locator(".bubble.answer")).to_contain_text("Photo attached: small_rgb.jpeg")
+    assert "triage" not in page.locator("main").inner_text().lower()
+    screenshot(page, artifacts, "patient-photo")
+
+    # A clinician opens the intake while it is still in progress: transcript and image, no summary yet.
+    clinician = browser.new_context(viewport={"width": 1000, "height": 800}).new_page()
+    try:
+        clinician.goto(f"{service.base_url}/clinician/sessions/{created['session_id']}")
+        clinician.get_by_label("Clinician key").fill(CLINICIAN_KEY)
+        clinician.get_by_role("button", name="Sign in").click()
+        expect(clinician.locator("#pending")).to_contain_text("still in progress")
+        expect(clinician.locator("#meta")).to_contain_text(NED)
+        figure = clinician.locator("#images figure")
+        expect(figure.get_by_role("img", name="Patient image small_rgb.jpeg")).to_be_visible()
+        assert clinician.evaluate("document.querySelector('#images img').naturalWidth") > 0
+        state = httpx.get(
+            f"{service.base_url}/api/sessions/{created['session_id']}",
+            headers={"Authorization": f"Bearer {CLINICIAN_KEY}"},
+        ).json()
+        image = state["turns"][0]["images"][0]
+        if image["triage"]:
+            expect(figure).to_contain_text("Triage signal, not a diagnosis")
+        else:
+            expect(figure).to_contain_text(image["error"] or "No triage signal")
+        assert_accessible(clinician)
+        screenshot(clinician, artifacts, "clinician-review-in-progress")
+    finally:
+        clinician.context.close()

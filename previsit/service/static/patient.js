@@ -127,6 +127,8 @@ function render(state, { focus = true } = {}) {
   else if (state.red_flag) ui.announcer.textContent = "";
   else if (state.status !== "awaiting_answer" && state.patient_message) ui.announcer.textContent = state.patient_message;
   page.lastQuestion = question;
+  // Nothing more to answer: the answer box and photo upload go away (the closing words or banner stay).
+  ui.form.hidden = state.status !== "awaiting_answer" || Boolean(state.red_flag);
   setBusy(false);
   // Focus follows the conversation after a turn, not on first load (the intro is read first).
   if (!focus) return;

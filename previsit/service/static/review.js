@@ -25,6 +25,7 @@ const SECTIONS = [
   ["image_findings", "Image triage signals"],
   ["patient_concerns", "Patient's concerns and questions"],
 ];
+const SECTION_TITLES = { ...Object.fromEntries(SECTIONS), red_flags: "Red flags" };
 const ORIGIN_WORDS = {
   patient_words: "patient's words",
   record: "from the record",
@@ -219,10 +220,11 @@ function openEditor(item, statement, section, index, editButton) {
 function renderOverview() {
   const s = page.summary;
   const state = page.state;
-  $("patient-heading").textContent = s?.patient_name || `Patient ${state.patient_id || s?.patient_id || ""}`.trim();
+  const patientId = s?.patient_id || page.patientId || "";
+  $("patient-heading").textContent = s?.patient_name || `Patient ${patientId}`.trim();
   const rows = [
-    ["Patient id", s?.patient_id || state.patient_id || ""],
-    ["Reason for visit", s?.reason_for_visit || state.reason_for_visit || "Not given"],
+    ["Patient id", patientId],
+    ["Reason for visit", s ? s.reason_for_visit || "Not given" : null],
     ["Status", STATUS_WORDS[state.status] || state.status],
     ["Questions asked", String(s?.questions_asked ?? state.progress?.asked ?? "")],
   ];
@@ -231,7 +233,9 @@ function renderOverview() {
     rows.push(["Model", s.model_id]);
     rows.push(["Generated", new Date(s.generated_at).toLocaleString()]);
   }
-  $("meta").replaceChildren(...rows.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })]));
+  $("meta").replaceChildren(
+    ...rows.filter(([, value]) => value).flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })]),
+  );
   $("demo-warning").hidden = !s?.demo_model;
   $("overview").hidden = false;
 }
@@ -320,7 +324,8 @@ function renderEdits() {
             el(
               "li",
               {},
-              `${edit.section} #${edit.index + 1}: ${edit.text === null ? "removed" : `“${edit.text}”`}` +
+              `${SECTION_TITLES[edit.section] || edit.section}, statement ${edit.index + 1}: ` +
+                `${edit.text === null ? "removed" : `“${edit.text}”`}` +
                 (edit.by ? ` by ${edit.by}` : "") +
                 (edit.at ? ` at ${new Date(edit.at).toLocaleString()}` : ""),
             ),
@@ -458,6 +463,16 @@ async function saveNote(event) {
 
 // ---- start ---------------------------------------------------------------------------------------
 
+/** The session list is the one place that names the patient before a summary exists. */
+async function patientIdFromList() {
+  try {
+    const { sessions } = await apiFetch("/api/sessions", page.key);
+    return sessions.find((item) => item.session_id === sessionId)?.patient_id || "";
+  } catch {
+    return "";
+  }
+}
+
 async function reloadState() {
   page.state = await apiFetch(base, page.key);
   page.turns = new Map((page.state.turns || []).map((turn, i) => [turn.id || `turn-${i + 1}`, turn]));
@@ -485,6 +500,13 @@ async function load() {
         ? "The intake is still in progress: the summary appears when the patient has finished."
         : `The summary could not be loaded: ${problemText(err)}`;
     pending.hidden = false;
+    page.patientId = await patientIdFromList();
+  }
+  const last = (review().writebacks || []).at(-1);
+  if (last) {
+    const when = new Date(last.at).toLocaleString();
+    const counts = `${last.written.length} new, ${last.already_present.length} already present`;
+    $("decision-result").replaceChildren(el("p", { text: `Last written back ${when}: ${counts}.` }));
   }
   $("loading").hidden = true;
   if (page.summary) {
