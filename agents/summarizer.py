@@ -8,6 +8,7 @@ every statement. Uncertainties are derived here from the same evidence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
@@ -34,6 +35,7 @@ from agents.summary_schema import (
 )
 from agents.transcript import Turn, excerpt
 from tools.fhir.record import PatientRecord
+from tools.imaging.records import ImageRecord
 from tools.models.protocol import ChatMessage, ChatModel, ChatRequest
 
 QUOTE_CHARS = 400
@@ -142,6 +144,66 @@ def low_confidence_flags(model_events: list[ModelEvent]) -> list[UncertaintyFlag
     return flags
 
 
+def image_findings(images: Sequence[ImageRecord]) -> tuple[list[Statement], list[UncertaintyFlag]]:
+    """Triage signals as image-cited statements; weak, ambiguous, untriaged and unreadable images as flags.
+
+    The statement text is rendered by code from the triage result (scores, label set, model), so
+    it is checked against the image record, never against the patient's words.
+    """
+    statements: list[Statement] = []
+    flags: list[UncertaintyFlag] = []
+    for image in images:
+        evidence = [SourceRef(kind="image", ref=image.id), SourceRef(kind="patient", ref=image.turn_id)]
+        if image.status == "triaged" and image.triage is not None:
+            result = image.triage
+            statements.append(
+                Statement(
+                    text=f"{image.label}: {result.signal_text()}",
+                    sources=[SourceRef(kind="image", ref=image.id)],
+                    origin="model",
+                )
+            )
+            if result.low_confidence or result.ambiguous:
+                why = " and ".join(
+                    w
+                    for w, on in (
+                        (f"its highest score is {result.top.probability:.2f}", result.low_confidence),
+                        ("its two highest scores are close", result.ambiguous),
+                    )
+                    if on
+                )
+                flags.append(
+                    UncertaintyFlag(
+                        kind="low_confidence",
+                        severity="low",
+                        message=f"Image triage of {image.label} is a weak signal ({why}); look at the image itself.",
+                        evidence=evidence,
+                    )
+                )
+        elif image.status == "not_triaged":
+            flags.append(
+                UncertaintyFlag(
+                    kind="low_confidence",
+                    severity="low",
+                    message=f"Image {image.label} was not triaged ({image.error or 'no reason given'}); "
+                    "look at the image itself.",
+                    evidence=evidence,
+                )
+            )
+        else:
+            what = "could not be read" if image.status == "unreadable" else "could not be triaged"
+            flags.append(
+                UncertaintyFlag(
+                    kind="low_confidence",
+                    severity="medium",
+                    message=f"Image {image.label} {what}: {image.error or 'no reason given'}. "
+                    "Ask the patient to send it again or bring it to the visit.",
+                    evidence=evidence,
+                )
+            )
+    return statements, flags
+
+
 def _medication_line(name: str, dosage: str | None) -> str:
     return f"{name} ({dosage})" if dosage else name
 
@@ -163,6 +225,7 @@ def build_summary(
     today: date,
     stale_after_days: int = DEFAULT_STALE_AFTER_DAYS,
     reconciliation: Reconciliation | None = None,
+    images: Sequence[ImageRecord] = (),
 ) -> ClinicianSummary:
     """Assemble the draft summary; the verifier checks it next."""
     by_id = {t.id: t for t in turns}
@@ -259,6 +322,8 @@ def build_summary(
         )
 
     flags += low_confidence_flags(model_events)
+    image_statements, image_flags = image_findings(images)
+    flags += image_flags
 
     for turn in turns:
         if turn.long_answer:
@@ -293,6 +358,7 @@ def build_summary(
         history=history,
         social_history=findings.social_history,
         family_history=findings.family_history,
+        image_findings=image_statements,
         patient_concerns=concerns,
         flags=flags,
     )

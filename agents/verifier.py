@@ -11,6 +11,7 @@ model-written statement against its cited answers; it can remove a statement, ne
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,7 @@ from agents.events import ModelEvent
 from agents.summary_schema import ClinicianSummary, HpiItem, Statement, UncertaintyFlag
 from agents.transcript import Turn, excerpt
 from tools.fhir.record import PatientRecord
+from tools.imaging.records import ImageRecord
 from tools.models.protocol import ChatMessage, ChatModel, ChatRequest, ModelError
 
 MODEL_OVERLAP_THRESHOLD = 0.6
@@ -53,7 +55,9 @@ def _quoted(text: str) -> list[str]:
     return re.findall(r'"([^"]+)"', text) or [text]
 
 
-def check_statement(statement: Statement, turns: dict[str, Turn], record: PatientRecord | None) -> str | None:
+def check_statement(
+    statement: Statement, turns: dict[str, Turn], record: PatientRecord | None, image_ids: Collection[str] = ()
+) -> str | None:
     """Why `statement` is not supported by its sources, or None when it is."""
     cited_turns: list[Turn] = []
     for source in statement.sources:
@@ -64,8 +68,13 @@ def check_statement(statement: Statement, turns: dict[str, Turn], record: Patien
         elif source.kind == "record":
             if record is None or record.find(source.ref) is None:
                 return f"cites {source.ref}, which is not in the record"
+        elif source.kind == "image":
+            if source.ref not in image_ids:
+                return f"cites {source.ref}, which is not an image attached in this intake"
         else:
             return f"cites {source.kind} source {source.ref}, which this intake has no results for"
+    if all(s.kind == "image" for s in statement.sources):
+        return None  # rendered by code from the cited image's triage result, which exists
     evidence = " ".join(t.answer for t in cited_turns)
     if statement.origin == "patient_words":
         for quote in _quoted(statement.text):
@@ -96,14 +105,20 @@ def check_statement(statement: Statement, turns: dict[str, Turn], record: Patien
     return None
 
 
-def verify_summary(summary: ClinicianSummary, turns: list[Turn], record: PatientRecord | None) -> ClinicianSummary:
+def verify_summary(
+    summary: ClinicianSummary,
+    turns: list[Turn],
+    record: PatientRecord | None,
+    images: Sequence[ImageRecord] = (),
+) -> ClinicianSummary:
     """The summary with unsupported statements removed and flagged."""
     by_id = {t.id: t for t in turns}
+    image_ids = {i.id for i in images if i.status == "triaged"}
     removed: list[Statement] = []
     flags: list[UncertaintyFlag] = []
 
     def keep(statement: Statement) -> bool:
-        problem = check_statement(statement, by_id, record)
+        problem = check_statement(statement, by_id, record, image_ids)
         if problem is None:
             return True
         removed.append(statement)

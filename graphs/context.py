@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import date
 
 from agents.simulated_patient import PatientResponder
+from graphs.images import ScheduledImage
 from tools.fhir.record import RecordSource
+from tools.imaging.triage import ImageTriager
 from tools.models.protocol import ChatModel
 
 
@@ -42,3 +44,9 @@ class IntakeContext:
 
     today: date | None = None
     """The date staleness is judged against; None means the real today (tests fix it)."""
+
+    image_triager: ImageTriager | None = None
+    """Triages attached images (MedSigLIP); None records them untriaged, with a flag saying so."""
+
+    scheduled_images: tuple[ScheduledImage, ...] = ()
+    """Simulations only: images the simulated patient attaches, by turn or element (from the scenario)."""

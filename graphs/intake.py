@@ -32,6 +32,7 @@ from agents.summary_schema import Statement, StopReason
 from agents.transcript import MAX_ANSWER_CHARS, Turn, clean_answer, excerpt
 from agents.verifier import model_check, verify_summary
 from graphs.context import IntakeContext
+from graphs.images import record_attachments, scheduled_for
 from graphs.patient_message import as_patient_message
 from graphs.render import render_markdown
 from graphs.state import IntakeInput, IntakeOutput, IntakeState
@@ -114,6 +115,10 @@ async def patient_turn(state: IntakeState, context: IntakeContext) -> dict[str, 
     else:
         raw = interrupt({"turn": index, "question": pending.text, "element": pending.element.value})
     message = as_patient_message(raw)
+    attachments = list(message.images)
+    if context.patient is not None:
+        attachments += scheduled_for(context.scheduled_images, index, pending.element, state.turns)
+    images = await record_attachments(attachments, f"turn-{index}", len(state.images), context.image_triager)
     received = message.text
     answer = clean_answer(received)
     turn = Turn(
@@ -128,6 +133,7 @@ async def patient_turn(state: IntakeState, context: IntakeContext) -> dict[str, 
     )
     return {
         "turns": [turn],
+        "images": images,
         "pending": None,
         "coverage": update_coverage(state.coverage, pending.element, turn.id, answer),
         "ended_by_patient": state.ended_by_patient or wants_to_end(answer),
@@ -184,6 +190,7 @@ async def summarize(state: IntakeState, context: IntakeContext) -> dict[str, Any
         today=context.today or datetime.now(UTC).date(),
         stale_after_days=context.stale_after_days,
         reconciliation=reconciliation,
+        images=state.images,
     )
     return {"summary": summary, "stop_reason": reason, "model_events": events}
 
@@ -192,7 +199,7 @@ async def verify(state: IntakeState, context: IntakeContext) -> dict[str, Any]:
     """Ground every statement in its cited sources (code, then the model); unsupported ones leave, flagged."""
     if state.summary is None:  # pragma: no cover - summarize always sets it
         raise RuntimeError("verify reached without a summary")
-    summary = verify_summary(state.summary, state.turns, state.record)
+    summary = verify_summary(state.summary, state.turns, state.record, state.images)
     events: list[ModelEvent] = []
     if context.model is not None and summary.hpi_narrative:
         summary, events = await model_check(context.model, summary, state.turns)
@@ -206,7 +213,7 @@ async def deliver(state: IntakeState) -> dict[str, Any]:
     if state.summary is None:  # pragma: no cover - summarize always sets it
         raise RuntimeError("deliver reached without a summary")
     return {
-        "markdown": render_markdown(state.summary, state.turns),
+        "markdown": render_markdown(state.summary, state.turns, state.images),
         "patient_message": state.patient_message or CLOSING_MESSAGE,
     }
 

@@ -6,8 +6,11 @@ statement carries footnote markers that resolve to transcript turns or record en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agents.summary_schema import ClinicianSummary, SourceRef, Statement
 from agents.transcript import Turn
+from tools.imaging.records import ImageRecord
 
 DEMO_NOTICE = (
     "> **Demo output.** Parts of this summary were written by a small demo model, not MedGemma. "
@@ -27,13 +30,26 @@ class _Footnotes:
         return "".join(marks)
 
 
+def image_source_line(image: ImageRecord) -> str:
+    """What an image footnote says: the file, when it was sent, what was read, and how to check it is the same."""
+    parts = [f"'{image.filename}' sent at {image.turn_id}"]
+    if image.format:
+        parts.append(f"{image.format.upper()} {image.width}x{image.height}")
+    if image.sha256:
+        parts.append(f"sha256 {image.sha256[:12]}")
+    if image.triage is not None:
+        parts.append(f"label set {image.triage.label_set.name} #{image.triage.label_set.content_hash[:8]}")
+    parts.append(f"stored at {image.path}")
+    return ", ".join(parts)
+
+
 def _line(statement: Statement, notes: _Footnotes) -> str:
     text = f'"{statement.text}"' if statement.origin == "patient_words" else statement.text
     tag = " _(model-written)_" if statement.origin == "model" else ""
     return f"- {text}{tag} {notes.mark(statement.sources)}"
 
 
-def render_markdown(summary: ClinicianSummary, turns: list[Turn]) -> str:
+def render_markdown(summary: ClinicianSummary, turns: list[Turn], images: Sequence[ImageRecord] = ()) -> str:
     """The one-page summary a clinician reads."""
     notes = _Footnotes()
     out: list[str] = [f"# Pre-visit summary: {summary.patient_name or summary.patient_id}", ""]
@@ -78,11 +94,14 @@ def render_markdown(summary: ClinicianSummary, turns: list[Turn]) -> str:
         out += [f"- ~~{s.text}~~" for s in summary.removed_statements]
         out.append("")
     by_id = {t.id: t for t in turns}
+    images_by_id = {i.id: i for i in images}
     if notes.refs:
         out += ["## Sources", ""]
         for ref, number in notes.refs.items():
             turn = by_id.get(ref)
-            if turn:
+            if ref in images_by_id:
+                out.append(f"[^{number}]: {ref}: image {image_source_line(images_by_id[ref])}")
+            elif turn:
                 answer = turn.answer if len(turn.answer) <= 300 else turn.answer[:300] + " …"
                 out.append(f'[^{number}]: {ref}: Q "{turn.question}" A "{answer}"')
             else:
@@ -106,7 +125,7 @@ sup a{text-decoration:none}ol.sources{font-size:.85rem;color:#333}.model{font-st
 """
 
 
-def render_html(summary: ClinicianSummary, turns: list[Turn]) -> str:
+def render_html(summary: ClinicianSummary, turns: list[Turn], images: Sequence[ImageRecord] = ()) -> str:
     """A one-page print view: red flags and uncertainties first, sources as numbered footnotes."""
     from html import escape
 
@@ -159,6 +178,7 @@ def render_html(summary: ClinicianSummary, turns: list[Turn]) -> str:
             out += [item(s) for s in statements]
             out.append("</ul>")
     by_id = {t.id: t for t in turns}
+    images_by_id = {i.id: i for i in images}
     if notes.refs:
         out.append('<h2>Sources</h2><ol class="sources">')
         for ref, number in notes.refs.items():
@@ -166,6 +186,8 @@ def render_html(summary: ClinicianSummary, turns: list[Turn]) -> str:
             detail = (
                 f": Q &ldquo;{escape(turn.question)}&rdquo; A &ldquo;{escape(turn.answer[:300])}&rdquo;" if turn else ""
             )
+            if ref in images_by_id:
+                detail = f": image {escape(image_source_line(images_by_id[ref]))}"
             out.append(f'<li id="src-{number}" value="{number}">{escape(ref)}{detail}</li>')
         out.append("</ol>")
     out.append("</body></html>")

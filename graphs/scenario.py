@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.coverage import IntakeElement
 from agents.simulated_patient import HiddenFact, PatientBrief
 from agents.summary_schema import FlagKind, Severity, StopReason
+from graphs.images import ScheduledImage
+from graphs.patient_message import ImageAttachment
 
 
 class ScenarioError(Exception):
@@ -47,6 +49,23 @@ class Expectations(BaseModel):
     red_flag: bool = Field(default=False, description="Whether the intake must stop for a red flag.")
     max_questions: int | None = Field(default=None, ge=0, description="At most this many questions.")
     stop_reason: StopReason | None = None
+
+
+class ScenarioImage(BaseModel):
+    """An image the simulated patient attaches: at a turn number, or with the first answer about an element."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="Relative to the scenario file (or absolute).")
+    at_turn: int | None = Field(default=None, ge=1)
+    at_element: IntakeElement | None = None
+    modality: str | None = Field(default=None, description="Label set to triage with; None detects it.")
+
+    @model_validator(mode="after")
+    def _one_moment(self) -> ScenarioImage:
+        if (self.at_turn is None) == (self.at_element is None):
+            raise ValueError("give exactly one of at_turn or at_element")
+        return self
 
 
 class Evaluation(BaseModel):
@@ -91,6 +110,18 @@ class Scenario(BaseModel):
         default_factory=dict, description="Test results, available on request; never spoken by the patient."
     )
     evaluation: Evaluation | None = Field(default=None, description="For scoring only (e.g. the true diagnosis).")
+    images: list[ScenarioImage] = Field(default_factory=list, description="Images the simulated patient attaches.")
+
+    def scheduled_images(self) -> tuple[ScheduledImage, ...]:
+        """The attachment schedule the intake context carries (paths as resolved when the file was loaded)."""
+        return tuple(
+            ScheduledImage(
+                attachment=ImageAttachment(path=i.path, filename=Path(i.path).name, modality=i.modality),
+                at_turn=i.at_turn,
+                at_element=i.at_element,
+            )
+            for i in self.images
+        )
 
     def brief(self) -> PatientBrief:
         """What the simulated patient may know (never the expectations)."""
@@ -120,9 +151,21 @@ def load_scenario(path: str | Path) -> Scenario:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{file}: a scenario must be a mapping of fields, got {type(raw).__name__}")
     try:
-        return Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}" for err in exc.errors()
         )
         raise ScenarioError(f"{file}: invalid scenario: {problems}") from exc
+    return _with_resolved_images(scenario, file)
+
+
+def _with_resolved_images(scenario: Scenario, file: Path) -> Scenario:
+    """Image paths made absolute against the scenario's folder; a missing image is named with its field."""
+    resolved = []
+    for index, image in enumerate(scenario.images):
+        path = (file.parent / image.path).resolve()
+        if not path.is_file():
+            raise ScenarioError(f"{file}: field 'images.{index}.path': no such image file {image.path!r} ({path})")
+        resolved.append(image.model_copy(update={"path": str(path)}))
+    return scenario.model_copy(update={"images": resolved}) if resolved else scenario

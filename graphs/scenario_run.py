@@ -15,6 +15,7 @@ from graphs.intake import compile_intake_graph
 from graphs.scenario import Scenario
 from graphs.state import IntakeInput, IntakeOutput
 from tools.fhir.record import RecordSource
+from tools.imaging.triage import ImageTriager
 from tools.models.protocol import ChatModel
 
 
@@ -24,10 +25,12 @@ async def run_scenario(
     model: ChatModel | None = None,
     *,
     patient: PatientResponder | None = None,
+    image_triager: ImageTriager | None = None,
 ) -> IntakeOutput:
     """The finished intake of `scenario` (the model persona answers when the scenario asks for one).
 
     `patient` replaces the scenario's own simulated patient (suites choose one per run and time it).
+    `image_triager` triages the images the scenario attaches; without one they are recorded untriaged.
     """
     persona_model = model if scenario.simulated_patient == "model" else None
     context = IntakeContext(
@@ -35,6 +38,8 @@ async def run_scenario(
         model=model,
         patient=patient if patient is not None else simulated_patient(scenario.brief(), persona_model),
         today=scenario.visit_date,
+        image_triager=image_triager,
+        scheduled_images=scenario.scheduled_images(),
     )
     graph = compile_intake_graph(InMemorySaver())
     result = await graph.ainvoke(

@@ -19,6 +19,7 @@ from agents.safety import RedFlag
 from agents.summary_schema import ClinicianSummary, StopReason
 from agents.transcript import Turn
 from tools.fhir.record import PatientRecord
+from tools.imaging.records import ImageRecord
 
 
 class IntakeInput(BaseModel):
@@ -51,6 +52,9 @@ class IntakeState(IntakeInput):
     red_flags: Annotated[list[RedFlag], operator.add] = Field(
         default_factory=list, description="Red flags found by the safety screen."
     )
+    images: Annotated[list[ImageRecord], operator.add] = Field(
+        default_factory=list, description="Images the patient attached, with their triage (clinician-only)."
+    )
     model_events: Annotated[list[ModelEvent], operator.add] = Field(
         default_factory=list, description="Model calls that failed, needed repair or were overruled."
     )
@@ -69,6 +73,7 @@ class IntakeOutput(BaseModel):
     patient_id: str
     turns: list[Turn] = Field(default_factory=list, description="The full transcript.")
     red_flags: list[RedFlag] = Field(default_factory=list)
+    images: list[ImageRecord] = Field(default_factory=list, description="Attached images and their triage.")
     stop_reason: StopReason | None = None
     summary: ClinicianSummary | None = None
     markdown: str = ""
