@@ -13,6 +13,7 @@ they fail, so a CI machine without a browser cannot pass silently.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -564,3 +565,44 @@ def test_a_photo_reaches_the_clinician_with_its_triage_signal_and_never_the_pati
         screenshot(clinician, artifacts, "clinician-review-in-progress")
     finally:
         clinician.context.close()
+
+
+def test_streamed_question_text_shows_while_the_turn_runs(page: Page, service: Service) -> None:
+    """No backend here streams tokens (the `none` model answers whole), so the real server's reply is
+    passed through with the next question sent ahead of it as `question_delta` chunks, the way a
+    streaming model's reply arrives."""
+    created = service.create_session("Headaches")
+    page.goto(service.base_url + created["patient_url"])
+    expect(page.locator(".bubble.question")).to_have_count(1)
+
+    def with_deltas(route: Any) -> None:
+        response = route.fetch()  # the real turn on the real server
+        body = response.text()
+        match = re.search(r"^event: state\r?\ndata: (.*)$", body, re.MULTILINE)
+        assert match, body
+        question = json.loads(match.group(1))["question"]
+        chunks = [question["text"][i : i + 7] for i in range(0, len(question["text"]), 7)]
+        deltas = "".join(
+            f"event: question_delta\ndata: {json.dumps({'turn': question['turn'], 'text': c})}\n\n" for c in chunks
+        )
+        route.fulfill(response=response, body=deltas + body)
+
+    page.route(re.compile(r"/messages$"), with_deltas)
+    page.evaluate(
+        """() => {
+          window.streamed = [];
+          new MutationObserver(() => {
+            const bubble = document.querySelector(".bubble.streaming");
+            if (bubble) window.streamed.push(bubble.textContent);
+          }).observe(document.getElementById("messages"), { subtree: true, childList: true, characterData: true });
+        }"""
+    )
+    page.locator("#answer").fill(ANSWERS[0])
+    page.locator("#answer").press("Enter")
+
+    expect(page.locator(".bubble.question")).to_have_count(2)
+    expect(page.locator(".bubble.streaming")).to_have_count(0)  # replaced by the final state
+    final = page.locator(".bubble.question").nth(1).inner_text()
+    streamed = page.evaluate("window.streamed")
+    assert streamed, "no streaming bubble was shown"
+    assert any(final.split("\n")[-1] in text for text in streamed)

@@ -3,12 +3,31 @@
 import { ApiError, apiFetch } from "/static/api.js";
 
 const KEY = "previsit.clinicianKey";
+const NAME = "previsit.clinicianName";
 
 export const clinicianKey = {
   get: () => sessionStorage.getItem(KEY),
   set: (value) => sessionStorage.setItem(KEY, value),
-  clear: () => sessionStorage.removeItem(KEY),
+  clear: () => {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(NAME);
+  },
 };
+
+/**
+ * apiFetch bound to the clinician's key; the name typed at sign-in (if any) goes in
+ * X-Clinician-Name, which the API records as who edited or approved. Header values must be
+ * Latin-1, so any other character is percent-encoded.
+ */
+export function asClinician(key) {
+  const name = sessionStorage.getItem(NAME);
+  const header = name ? name.replace(/[^\x20-\x7e\xa0-\xff]/gu, (c) => encodeURIComponent(c)) : null;
+  return (path, options = {}) => {
+    const headers = new Headers(options.headers || {});
+    if (header) headers.set("X-Clinician-Name", header);
+    return apiFetch(path, key, { ...options, headers });
+  };
+}
 
 /**
  * Resolve with a working key: the stored one, or one typed into the login form (#login) and
@@ -46,6 +65,8 @@ export function requireKey() {
         return;
       }
       clinicianKey.set(key);
+      const name = document.getElementById("clinician-name")?.value.trim();
+      if (name) sessionStorage.setItem(NAME, name.slice(0, 100));
       input.value = "";
       section.hidden = true;
       resolve(key);

@@ -1,9 +1,9 @@
 // The clinician's session list (and a form to start an intake and get the patient's link).
-import { ApiError, apiFetch, el } from "/static/api.js";
-import { handleAuthError, requireKey, wireSignOut } from "/static/clinician-auth.js";
+import { ApiError, el } from "/static/api.js";
+import { asClinician, handleAuthError, requireKey, wireSignOut } from "/static/clinician-auth.js";
 
 const $ = (id) => document.getElementById(id);
-let key = null;
+let call = null;
 
 function showError(message) {
   $("error").textContent = message;
@@ -40,7 +40,7 @@ function row(item) {
 async function loadSessions() {
   showError("");
   try {
-    const { sessions } = await apiFetch("/api/sessions", key);
+    const { sessions } = await call("/api/sessions");
     $("sessions-body").replaceChildren(...sessions.map(row));
     $("sessions-table").hidden = sessions.length === 0;
     $("sessions-empty").hidden = sessions.length !== 0;
@@ -61,7 +61,7 @@ async function createSession(event) {
   }
   result.replaceChildren(el("p", { text: "Starting the intake…" }));
   try {
-    const created = await apiFetch("/api/sessions", key, {
+    const created = await call("/api/sessions", {
       method: "POST",
       json: { patient_id: patientId, reason_for_visit: reason || null },
     });
@@ -86,7 +86,7 @@ async function createSession(event) {
 
 async function start() {
   wireSignOut();
-  key = await requireKey();
+  call = asClinician(await requireKey());
   $("sign-out").hidden = false;
   $("sessions").hidden = false;
   $("create").hidden = false;

@@ -1,8 +1,8 @@
 // The clinician review page: red flags and uncertainties first, then the summary whose every
 // statement opens its sources, the transcript, images with triage signals, edits, approval and
 // write-back (enabled only once approved).
-import { ApiError, apiFetch, el, sessionIdFromPath } from "/static/api.js";
-import { handleAuthError, requireKey, wireSignOut } from "/static/clinician-auth.js";
+import { ApiError, el, sessionIdFromPath } from "/static/api.js";
+import { asClinician, handleAuthError, requireKey, wireSignOut } from "/static/clinician-auth.js";
 
 const sessionId = sessionIdFromPath(window.location.pathname);
 const base = `/api/sessions/${encodeURIComponent(sessionId)}`;
@@ -183,7 +183,7 @@ function openEditor(item, statement, section, index, editButton) {
   const save = async (text) => {
     status.textContent = "Saving…";
     try {
-      page.summary = await apiFetch(`${base}/summary?format=json`, page.key, {
+      page.summary = await page.call(`${base}/summary?format=json`, {
         method: "PATCH",
         json: { clinician_note: null, edits: [{ section, index, text }] },
       });
@@ -362,9 +362,21 @@ function renderTranscript() {
   $("transcript-section").hidden = false;
 }
 
-async function thumbnail(image) {
-  const response = await apiFetch(`${base}/images/${encodeURIComponent(image.id)}`, page.key, { raw: true });
-  return URL.createObjectURL(await response.blob());
+/** The image bytes (fetched with the key, so never in a URL) as a blob: URL and its type. */
+async function imageBlob(image) {
+  const response = await page.call(`${base}/images/${encodeURIComponent(image.id)}`, { raw: true });
+  const blob = await response.blob();
+  return { url: URL.createObjectURL(blob), type: blob.type };
+}
+
+function preview(figure, image, { url, type }) {
+  const shown = type.startsWith("image/") && !type.includes("dicom");
+  figure.prepend(
+    shown
+      ? el("img", { src: url, alt: `Patient image ${image.filename}` })
+      : el("p", { class: "hint", text: `No preview in the browser for this file type (${type || "unknown"}).` }),
+    el("a", { href: url, download: image.filename, text: `Download ${image.filename}` }),
+  );
 }
 
 function renderImages() {
@@ -383,8 +395,8 @@ function renderImages() {
         image.error ? el("p", { class: "notice error", text: `Could not be read: ${image.error}` }) : null,
         image.triage ? triageList(image.triage) : el("p", { class: "hint", text: "No triage signal." }),
       );
-      thumbnail(image)
-        .then((url) => figure.prepend(el("img", { src: url, alt: `Patient image ${image.filename}` })))
+      imageBlob(image)
+        .then((blob) => preview(figure, image, blob))
         .catch((err) => figure.prepend(el("p", { class: "hint", text: `Image not shown: ${problemText(err)}` })));
       figure.append(caption);
       return el("li", {}, figure);
@@ -409,7 +421,7 @@ function setApproved(approved, at) {
 async function approve() {
   const result = $("decision-result");
   try {
-    const answer = await apiFetch(`${base}/approve`, page.key, { method: "POST" });
+    const answer = await page.call(`${base}/approve`, { method: "POST" });
     setApproved(true, answer.approved_at);
     result.replaceChildren(el("p", { class: "notice ok", text: "Summary approved." }));
     $("writeback").focus();
@@ -424,7 +436,7 @@ async function writeBack() {
   button.disabled = true;
   result.replaceChildren(el("p", { text: "Writing back…" }));
   try {
-    const answer = await apiFetch(`${base}/writeback`, page.key, { method: "POST" });
+    const answer = await page.call(`${base}/writeback`, { method: "POST" });
     const written = answer.written || [];
     const present = answer.already_present || [];
     result.replaceChildren(
@@ -449,9 +461,9 @@ async function saveNote(event) {
   const status = $("note-status");
   status.textContent = "Saving…";
   try {
-    page.summary = await apiFetch(`${base}/summary?format=json`, page.key, {
+    page.summary = await page.call(`${base}/summary?format=json`, {
       method: "PATCH",
-      json: { clinician_note: $("clinician-note").value.trim() || null, edits: [] },
+      json: { clinician_note: $("clinician-note").value.trim(), edits: [] },  // "" clears the note
     });
     await reloadState();
     renderSummary();
@@ -466,7 +478,7 @@ async function saveNote(event) {
 /** The session list is the one place that names the patient before a summary exists. */
 async function patientIdFromList() {
   try {
-    const { sessions } = await apiFetch("/api/sessions", page.key);
+    const { sessions } = await page.call("/api/sessions");
     return sessions.find((item) => item.session_id === sessionId)?.patient_id || "";
   } catch {
     return "";
@@ -474,7 +486,7 @@ async function patientIdFromList() {
 }
 
 async function reloadState() {
-  page.state = await apiFetch(base, page.key);
+  page.state = await page.call(base);
   page.turns = new Map((page.state.turns || []).map((turn, i) => [turn.id || `turn-${i + 1}`, turn]));
   page.images = new Map((page.state.turns || []).flatMap((turn) => turn.images || []).map((image) => [image.id, image]));
 }
@@ -490,7 +502,7 @@ async function load() {
   }
   setApproved(Boolean(page.state.approved), review().approved_at);
   try {
-    page.summary = await apiFetch(`${base}/summary?format=json`, page.key);
+    page.summary = await page.call(`${base}/summary?format=json`);
   } catch (err) {
     if (handleAuthError(err)) return;
     page.summary = null;
@@ -520,6 +532,7 @@ async function load() {
 async function start() {
   wireSignOut();
   page.key = await requireKey();
+  page.call = asClinician(page.key);
   $("sign-out").hidden = false;
   $("approve").addEventListener("click", approve);
   $("writeback").addEventListener("click", writeBack);
