@@ -1,0 +1,181 @@
+"""Images in the conversation: attached, recorded with provenance, triaged for the clinician, never for the patient.
+
+The graph is the real compiled intake graph; live turns resume with a `PatientMessage` exactly as
+the HTTP service sends it; the triager is the tiny random SigLIP loaded through the real loading
+path, or a triager whose model cannot load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from agents.summary_schema import SourceRef, Statement
+from agents.verifier import verify_summary
+from graphs.context import IntakeContext
+from graphs.intake import compile_intake_graph
+from graphs.patient_message import ImageAttachment, PatientMessage
+from graphs.render import render_html
+from graphs.render_fhir import render_fhir_bundle
+from graphs.scenario import ScenarioError, load_scenario
+from graphs.scenario_run import run_scenario
+from graphs.state import IntakeInput, IntakeOutput
+from tests.conftest import FIXTURES, RECORDS, SCENARIOS
+from tools.fhir.bundle_source import BundleRecordSource
+from tools.fhir.memory_source import InMemoryRecordSource
+from tools.fhir.record import PatientRecord
+from tools.imaging.triage import LazyTriager, SiglipTriager
+from tools.models.scripted import ScriptedChatModel
+
+CXR = FIXTURES / "images" / "cxr_nih_00000001_000_cardiomegaly.png"
+XRAY_SCENARIO = SCENARIOS / "synthea-ned-hintz-cough-sends-chest-xray.yaml"
+TRIAGE_WORDS = ("triage", "cardiomegaly", "effusion", "image-1", "signal")
+
+
+@pytest.fixture
+def triager(tiny_siglip_dir: Path) -> SiglipTriager:
+    return SiglipTriager.load(str(tiny_siglip_dir), local_files_only=True)
+
+
+def _patient_never_sees_triage(output: IntakeOutput) -> None:
+    spoken = [t.question for t in output.turns] + [output.patient_message or ""]
+    for text in spoken:
+        assert not any(word in text.lower() for word in TRIAGE_WORDS), text
+
+
+async def test_a_scenario_image_is_triaged_cited_and_rendered_for_the_clinician_only(triager: SiglipTriager) -> None:
+    scenario = load_scenario(XRAY_SCENARIO)
+    output = await run_scenario(
+        scenario, BundleRecordSource(RECORDS), ScriptedChatModel(scenario.model_script), image_triager=triager
+    )
+    [image] = output.images
+    assert image.id == "image-1" and image.turn_id == "turn-1" and image.status == "triaged"
+    assert image.sha256 == hashlib.sha256(CXR.read_bytes()).hexdigest()
+    assert image.triage is not None and image.triage.modality == "chest_xray" and not image.triage.modality_detected
+
+    summary = output.summary
+    assert summary is not None
+    [finding] = summary.image_findings  # survived the verifier
+    assert finding.sources == [SourceRef(kind="image", ref="image-1")]
+    assert "Image triage signal (not a diagnosis)" in finding.text
+    assert not any("image" in s.text.lower() for s in summary.removed_statements)
+    assert "## Image triage signals" in output.markdown
+    assert f"image 'cxr_nih_00000001_000_cardiomegaly.png' sent at turn-1, PNG 512x512, sha256 {image.sha256[:12]}" in (
+        output.markdown
+    )
+    assert "was not triaged" not in output.markdown
+    _patient_never_sees_triage(output)
+
+    page = render_html(summary, output.turns, output.images)
+    assert "Image triage signals" in page and image.sha256[:12] in page
+    bundle = render_fhir_bundle(summary, output.turns, "s-1")
+    composition = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Composition")
+    section = next(s for s in composition["section"] if s["title"] == "Image triage signals")
+    assert "not a diagnosis" in section["text"]["div"] and "image-1" in section["text"]["div"]
+
+
+async def test_without_a_triager_the_image_is_kept_and_flagged_untriaged() -> None:
+    scenario = load_scenario(XRAY_SCENARIO)
+    output = await run_scenario(scenario, BundleRecordSource(RECORDS), ScriptedChatModel(scenario.model_script))
+    [image] = output.images
+    assert image.status == "not_triaged" and image.sha256 is not None
+    assert output.summary is not None and output.summary.image_findings == []
+    [flag] = [f for f in output.summary.flags if "image-1" in f.message]
+    assert flag.kind == "low_confidence" and SourceRef(kind="image", ref="image-1") in flag.evidence
+
+
+async def _live_intake(context: IntakeContext, first: PatientMessage) -> IntakeOutput:
+    graph = compile_intake_graph(InMemorySaver())
+    config: dict[str, Any] = {"configurable": {"thread_id": "img"}}
+    result = await graph.ainvoke(IntakeInput(patient_id="p-1", max_questions=3), config, context=context)
+    reply: Any = first.model_dump()
+    while result.get("__interrupt__"):
+        result = await graph.ainvoke(Command(resume=reply), config, context=context)
+        reply = "No."
+    return IntakeOutput.model_validate(result)
+
+
+async def test_a_corrupt_upload_is_flagged_and_the_intake_goes_on(
+    tmp_path: Path, triager: SiglipTriager, lisinopril_record: PatientRecord
+) -> None:
+    good = tmp_path / "upload-1.bin"
+    shutil.copy(CXR, good)
+    broken = tmp_path / "upload-2.bin"
+    broken.write_bytes(CXR.read_bytes()[:5000])
+    message = PatientMessage(
+        text="My chest feels tight when I climb stairs.",
+        images=[
+            ImageAttachment(path=str(good), filename="xray.png", modality="chest_xray"),
+            ImageAttachment(path=str(broken), filename="photo.png"),
+        ],
+    )
+    context = IntakeContext(record_source=InMemoryRecordSource([lisinopril_record]), image_triager=triager)
+    output = await _live_intake(context, message)
+
+    assert len(output.turns) == 3  # the interview went on after the bad file
+    assert [(i.id, i.filename, i.status) for i in output.images] == [
+        ("image-1", "xray.png", "triaged"),
+        ("image-2", "photo.png", "unreadable"),
+    ]
+    assert output.images[1].error is not None and "truncated" in output.images[1].error
+    assert output.summary is not None
+    [unreadable] = [f for f in output.summary.flags if "image-2" in f.message]
+    assert unreadable.severity == "medium" and "could not be read" in unreadable.message
+    assert len(output.summary.image_findings) == 1
+    _patient_never_sees_triage(output)
+
+
+async def test_a_triage_model_that_cannot_load_becomes_a_flag(tmp_path: Path, lisinopril_record: PatientRecord) -> None:
+    warnings: list[str] = []
+    missing = tmp_path / "no-model-here"
+    missing.mkdir()
+    lazy = LazyTriager(
+        lambda: SiglipTriager.load(str(missing), local_files_only=True), str(missing), on_unavailable=warnings.append
+    )
+    context = IntakeContext(record_source=InMemoryRecordSource([lisinopril_record]), image_triager=lazy)
+    message = PatientMessage(text="A rash on my arm.", images=[ImageAttachment(path=str(CXR))])
+    output = await _live_intake(context, message)
+    [image] = output.images
+    assert image.status == "triage_failed" and image.filename == CXR.name
+    assert output.summary is not None
+    [flag] = [f for f in output.summary.flags if "image-1" in f.message]
+    assert "could not be triaged" in flag.message and "huggingface-cli download" in flag.message
+    assert len(warnings) == 1
+
+
+async def test_the_verifier_removes_a_statement_citing_an_image_that_was_never_sent(triager: SiglipTriager) -> None:
+    scenario = load_scenario(XRAY_SCENARIO)
+    output = await run_scenario(
+        scenario, BundleRecordSource(RECORDS), ScriptedChatModel(scenario.model_script), image_triager=triager
+    )
+    assert output.summary is not None
+    invented = Statement(
+        text="Image triage signal: mass", sources=[SourceRef(kind="image", ref="image-9")], origin="model"
+    )
+    tampered = output.summary.model_copy(update={"image_findings": [*output.summary.image_findings, invented]})
+    record = await BundleRecordSource(RECORDS).fetch_record(scenario.patient_id)
+    checked = verify_summary(tampered, output.turns, record, output.images)
+    assert invented in checked.removed_statements
+    assert len(checked.image_findings) == 1
+    assert any("image-9, which is not an image attached" in f.message for f in checked.flags)
+
+
+def test_scenario_images_resolve_against_the_file_and_missing_ones_are_named(tmp_path: Path) -> None:
+    scenario = load_scenario(XRAY_SCENARIO)
+    [scheduled] = scenario.scheduled_images()
+    assert Path(scheduled.attachment.path) == CXR.resolve()
+    text = XRAY_SCENARIO.read_text()
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(text)
+    with pytest.raises(ScenarioError, match=r"field 'images\.0\.path': no such image file"):
+        load_scenario(moved)
+    both = tmp_path / "both.yaml"
+    both.write_text(text.replace("at_element: chief_complaint", "at_element: chief_complaint\n    at_turn: 2"))
+    with pytest.raises(ScenarioError, match="exactly one of at_turn or at_element"):
+        load_scenario(both)
