@@ -412,6 +412,12 @@ def test_a_clinician_reviews_flags_first_edits_approves_and_writes_back(
     page.get_by_label("Clinician key").press("Enter")
     row = page.locator("#sessions-body tr").filter(has=page.locator(f'a[href="/clinician/sessions/{session_id}"]'))
     expect(row).to_contain_text("Finished")
+    # Starting an intake from the page gives the patient's private link.
+    page.get_by_label("Patient id").fill(NED)
+    page.get_by_label("Reason for visit (optional)").fill("Cough")
+    page.get_by_role("button", name="Start intake").click()
+    link = page.get_by_label("Patient link")
+    expect(link).to_have_value(re.compile(rf"^{re.escape(service.base_url)}/patient/\w+#token=.+"))
     assert_accessible(page)
     screenshot(page, artifacts, "clinician-sessions")
 
