@@ -59,7 +59,8 @@ class PretrainedLoader:
     def processor(self, target: str, **kwargs: Any) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(target, **kwargs)
+        make: Any = AutoProcessor.from_pretrained  # untyped in transformers
+        return make(target, **kwargs)
 
     def model(self, auto_class: AutoClass, target: str, **kwargs: Any) -> Any:
         import transformers

@@ -72,7 +72,9 @@ def parse_reply(text: str, schema: type[SchemaT]) -> SchemaT:
     """Validate `text` against `schema`; raises `ValidationError` or `ValueError`."""
     candidate = extract_json(text)
     try:
-        data = json.loads(candidate)
+        # strict=False: a raw control character inside a string (a tab, or a byte xgrammar's string
+        # rule lets through) is not worth a repair round.
+        data = json.loads(candidate, strict=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"reply is not valid JSON ({exc.msg} at char {exc.pos}): {candidate[:200]!r}") from exc
     return schema.model_validate(data)

@@ -50,8 +50,10 @@ Progress = Callable[[str], None]
 DEFAULT_MAX_NEW_TOKENS = 512
 DEMO_MAX_NEW_TOKENS = 512
 # Whitespace the JSON grammar allows between tokens, per stretch: enough for pretty-printed,
-# nested JSON, too little for the endless-newlines loop small models fall into.
-MAX_JSON_WHITESPACE = 24
+# nested JSON, too little for the endless-newlines loop small models fall into. It is kept below
+# the guard's whitespace window, so under the grammar the model is made to move on rather than
+# stopped (the guard still ends whitespace runs in free text such as a thinking block).
+MAX_JSON_WHITESPACE = 16
 
 # Gemma's own template, for Gemma checkpoints that carry none (the Gemma 3 270M GGUF); like the
 # real one, content may be a list of image and text parts (an image becomes <start_of_image>).
