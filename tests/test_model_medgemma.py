@@ -38,7 +38,9 @@ class Pain(BaseModel):
     where: str = Field(max_length=20)
 
 
-def _request(text: str, *, images: list[str] | None = None, thinking: bool = False, max_new_tokens: int = 160) -> ChatRequest:
+def _request(
+    text: str, *, images: list[str] | None = None, thinking: bool = False, max_new_tokens: int = 160
+) -> ChatRequest:
     return ChatRequest(
         task="test.medgemma",
         messages=[
