@@ -612,3 +612,26 @@ def test_streamed_question_text_shows_while_the_turn_runs(page: Page, service: S
     streamed = page.evaluate("window.streamed")
     assert streamed, "no streaming bubble was shown"
     assert any(final.split("\n")[-1] in text for text in streamed)
+
+
+def test_a_second_tab_with_an_old_question_is_told_and_shown_the_latest(
+    page: Page, browser: Browser, service: Service
+) -> None:
+    created = service.create_session("Headaches")
+    other = browser.new_context().new_page()
+    try:
+        for tab in (page, other):
+            tab.goto(service.base_url + created["patient_url"])
+            expect(tab.locator(".bubble.question")).to_have_count(1)
+        page.locator("#answer").fill(ANSWERS[0])
+        page.locator("#answer").press("Enter")
+        expect(page.locator(".bubble.question")).to_have_count(2)
+
+        other.locator("#answer").fill("An answer typed in the old tab.")
+        other.locator("#answer").press("Enter")
+        expect(other.locator("#error")).to_contain_text("already answered")
+        expect(other.locator(".bubble.answer")).to_have_text([re.compile(re.escape(ANSWERS[0]) + "$")])  # once
+        expect(other.locator(".bubble.question")).to_have_count(2)
+        expect(other.locator("#answer")).to_have_value("An answer typed in the old tab.")  # kept, not lost
+    finally:
+        other.context.close()

@@ -54,6 +54,10 @@ function explain(err, { upload = false } = {}) {
     case 404:
       return "We could not find this conversation. Please check the link your clinic sent you.";
     case 409:
+      if (err.type.endsWith("/session-ended")) return "This conversation has already ended. Thank you.";
+      if (err.type.endsWith("/turn-mismatch")) {
+        return "That question was already answered (perhaps in another tab or window). Here is the latest question.";
+      }
       return "We are still processing your previous message. Please wait a moment and try again.";
     case 413:
       return upload ? "That file is too large. Please choose a file under 20 MB." : "That message is too long. Please shorten it.";
