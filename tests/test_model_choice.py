@@ -26,7 +26,12 @@ def _gpu(free_gb: float, total_gb: float = 80.0) -> GpuMemory:
 
 def test_an_h100_runs_27b_in_bf16() -> None:
     choice = choose_model(_gpu(79.0), quantization_available=False)
-    assert (choice.kind, choice.model_id, choice.quantization, choice.device) == ("medgemma", MEDGEMMA_27B, "none", "auto")
+    assert (choice.kind, choice.model_id, choice.quantization, choice.device) == (
+        "medgemma",
+        MEDGEMMA_27B,
+        "none",
+        "auto",
+    )
     assert choice.spec == "transformers:google/medgemma-27b-it"
     assert choice.reason == (
         "cuda:0 has 79.0 GB free of 80.0 GB; google/medgemma-27b-it (bf16) needs about 60.8 GB "
