@@ -29,6 +29,8 @@ from agents.safety import RedFlag
 from agents.summary_schema import ClinicianSummary
 from agents.transcript import Turn
 from tools.fhir.record import PatientRecord
+from tools.imaging.records import ImageRecord
+from tools.imaging.triage import LabelProbability, LabelSetRef, TriageResult
 
 DB_FILENAME = "sessions.sqlite"
 LOCK_TIMEOUT_S = 10.0
@@ -42,6 +44,10 @@ _STATE_TYPES: list[type] = [
     RedFlag,
     ModelEvent,
     ClinicianSummary,
+    ImageRecord,
+    TriageResult,
+    LabelProbability,
+    LabelSetRef,
 ]
 
 

@@ -29,7 +29,8 @@ class PendingQuestion(BaseModel):
     element: str
 
 
-AskPatient = Callable[[PendingQuestion], Awaitable[str | None]]
+AskPatient = Callable[[PendingQuestion], Awaitable[str | dict[str, Any] | None]]
+"""The answer as text, or a `PatientMessage` dumped to a dict (text plus attached images); None pauses."""
 """Asks a live patient; returns None when the patient leaves (end of input), which pauses the session."""
 
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from agents.simulated_patient import simulated_patient
 from agents.transcript import Turn
@@ -30,6 +30,7 @@ from graphs.checkpoint import (
 )
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
+from graphs.patient_message import ImageAttachment, PatientMessage
 from graphs.render import render_html, render_json
 from graphs.render_fhir import render_fhir_bundle
 from graphs.scenario import Scenario, ScenarioError, load_scenario
@@ -42,9 +43,14 @@ from tools.fhir.client import check_base_url
 from tools.fhir.record import PatientNotFoundError, RecordError, RecordSource
 from tools.fhir.server_source import FhirRecordSource
 from tools.fhir.writeback import write_back_summary
+from tools.imaging.triage import ImageTriager, LazyTriager, SiglipTriager
 from tools.models.protocol import ChatModel, ModelError
 
 EXIT_USAGE = 2
+IMAGE_MODEL_HELP = (
+    "image triage model: Hugging Face id in the local cache or a local folder, or 'none' "
+    "(default google/medsiglip-448; env PREVISIT_IMAGE_MODEL)"
+)
 EXIT_FAILED = 3
 
 
@@ -83,6 +89,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         model=getattr(args, "model", None),
         max_questions=getattr(args, "max_questions", None),
         fhir_base=getattr(args, "fhir_base", None),
+        image_model=getattr(args, "image_model", None),
     )
 
 
@@ -138,7 +145,7 @@ def _write_outputs(out_dir: Path, view: SessionView) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     (target / "summary.json").write_text(render_json(state.summary), encoding="utf-8")
     (target / "summary.md").write_text(state.markdown, encoding="utf-8")
-    (target / "summary.html").write_text(render_html(state.summary, state.turns), encoding="utf-8")
+    (target / "summary.html").write_text(render_html(state.summary, state.turns, state.images), encoding="utf-8")
     fhir = render_fhir_bundle(state.summary, state.turns, view.session_id, patient_ref=_patient_ref(state))
     (target / "summary.fhir.json").write_text(json.dumps(fhir, indent=2), encoding="utf-8")
     transcript = [t.model_dump(mode="json") for t in state.turns]
@@ -164,12 +171,52 @@ def _report(view: SessionView, settings: Settings, out: TextIO, out_dir: Path | 
         )
 
 
-async def _stdin_patient(pending: PendingQuestion) -> str | None:
-    try:
-        line = await asyncio.to_thread(input, "you> ")
-    except EOFError:
+ATTACH_HELP = "/attach <path> [modality] adds an image to your next answer"
+
+
+def _parse_attach(line: str) -> ImageAttachment | str:
+    """An `/attach <path> [modality]` line as an attachment, or why it cannot be one."""
+    parts = line.split()
+    if len(parts) < 2 or len(parts) > 3:
+        return f"usage: {ATTACH_HELP}"
+    path = Path(parts[1]).expanduser().resolve()
+    if not path.is_file():
+        return f"no such file: {path}"
+    return ImageAttachment(path=str(path), filename=path.name, modality=parts[2] if len(parts) == 3 else None)
+
+
+async def _stdin_patient(pending: PendingQuestion) -> str | dict[str, Any] | None:
+    """One answer from the keyboard; `/attach` lines before it attach images to it."""
+    images: list[ImageAttachment] = []
+    while True:
+        try:
+            line = await asyncio.to_thread(input, "you> ")
+        except EOFError:
+            return None
+        if not line.startswith("/attach"):
+            break
+        attached = _parse_attach(line)
+        if isinstance(attached, str):
+            print(f"[image] {attached}", flush=True)
+            continue
+        images.append(attached)
+        print(f"[image] {attached.filename} will be sent with your next answer", flush=True)
+    return PatientMessage(text=line, images=images).model_dump() if images else line
+
+
+def _image_triager(settings: Settings) -> ImageTriager | None:
+    """The triage model, loaded on the first image; one that cannot load leaves images untriaged, flagged."""
+    spec = settings.image_model
+    if spec.strip().lower() == "none":
         return None
-    return line
+
+    def warn(message: str) -> None:
+        print(f"[image] warning: {message}\n[image] images are kept untriaged and flagged.", file=sys.stderr)
+
+    def load() -> ImageTriager:
+        return SiglipTriager.load(spec, label_dir=settings.image_labels, local_files_only=True)
+
+    return LazyTriager(load, spec, on_unavailable=warn)
 
 
 async def _run(
@@ -199,6 +246,8 @@ async def _run(
         safety_model_check=settings.safety_model_check,
         today=scenario.visit_date if scenario else None,
         stale_after_days=settings.stale_after_days,
+        image_triager=_image_triager(settings),
+        scheduled_images=scenario.scheduled_images() if scenario else (),
     )
     async with AsyncExitStack() as stack:
         saver = await stack.enter_async_context(
@@ -316,7 +365,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
     print(
         "You are the patient. Type your answer and press Enter; 'that's all' ends the interview; "
-        "Ctrl-D pauses (resume later)."
+        f"Ctrl-D pauses (resume later); {ATTACH_HELP}."
     )
     return asyncio.run(
         _run(settings, session_id, start=start, scenario=None, model_spec=settings.model, live=True, out_dir=args.out)
@@ -537,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--model", help=f"model backend (default demo): {MODEL_SPECS_HELP}")
     simulate.add_argument("--max-questions", type=int, help="question cap (default: the scenario's, else 20)")
     simulate.add_argument("--session", help="session id (default: scenario id + random suffix)")
+    simulate.add_argument("--image-model", help=IMAGE_MODEL_HELP)
     simulate.add_argument(
         "--out", type=Path, help="output folder for summary.json/.md (default <data-dir>/out), or the suite's report"
     )
@@ -552,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-questions", type=int, help="question cap (default 20)")
     chat.add_argument("--session", help="session id (default: chat + random suffix)")
     chat.add_argument("--out", type=Path, help="output folder for summary.json/.md")
+    chat.add_argument("--image-model", help=IMAGE_MODEL_HELP)
     chat.set_defaults(func=cmd_chat)
 
     sessions = sub.add_parser("sessions", parents=[common], help="list stored sessions")
@@ -560,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", parents=[common], help="continue a paused or interrupted session")
     resume.add_argument("session_id")
     resume.add_argument("--model", help="override the model the session started with")
+    resume.add_argument("--image-model", help=IMAGE_MODEL_HELP)
     resume.add_argument("--out", type=Path, help="output folder for summary.json/.md")
     resume.set_defaults(func=cmd_resume)
 

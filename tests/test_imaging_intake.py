@@ -179,3 +179,66 @@ def test_scenario_images_resolve_against_the_file_and_missing_ones_are_named(tmp
     both.write_text(text.replace("at_element: chief_complaint", "at_element: chief_complaint\n    at_turn: 2"))
     with pytest.raises(ScenarioError, match="exactly one of at_turn or at_element"):
         load_scenario(both)
+
+
+async def test_image_records_survive_a_restart_through_the_sqlite_checkpointer(
+    tmp_path: Path, triager: SiglipTriager, lisinopril_record: PatientRecord
+) -> None:
+    from graphs.checkpoint import open_checkpointer
+    from graphs.session import inspect_session
+    from tools.imaging.records import ImageRecord
+    from tools.imaging.triage import TriageResult
+
+    context = IntakeContext(record_source=InMemoryRecordSource([lisinopril_record]), image_triager=triager)
+    config: dict[str, Any] = {"configurable": {"thread_id": "restart"}}
+    message = PatientMessage(text="A cough.", images=[ImageAttachment(path=str(CXR), modality="chest_xray")])
+    async with open_checkpointer(tmp_path) as saver:
+        graph = compile_intake_graph(saver)
+        await graph.ainvoke(IntakeInput(patient_id="p-1", max_questions=3), config, context=context)
+        await graph.ainvoke(Command(resume=message.model_dump()), config, context=context)
+    async with open_checkpointer(tmp_path, create=False) as saver:  # a new process, in effect
+        view = await inspect_session(compile_intake_graph(saver), "restart")
+    assert view.state is not None
+    [image] = view.state.images
+    assert isinstance(image, ImageRecord) and isinstance(image.triage, TriageResult)
+    assert image.triage.probabilities[0].probability > 0
+
+
+def test_chat_attaches_images_and_an_unloadable_image_model_only_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from previsit.cli import main
+
+    lines = [
+        f"/attach {CXR} chest_xray",
+        "/attach does-not-exist.png",
+        "A cough for three weeks.",
+        "that's all",
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    monkeypatch.setenv("PREVISIT_IMAGE_MODEL", str(tmp_path / "no-model"))
+    code = main(
+        [
+            "chat",
+            "--patient",
+            "e4b9259d-0f54-48d1-a35d-b526729a4dfe",
+            "--model",
+            "none",
+            "--max-questions",
+            "3",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "will be sent with your next answer" in captured.out
+    assert "no such file" in captured.out
+    assert "cannot load image triage model" in captured.err and "kept untriaged and flagged" in captured.err
+    summary = (tmp_path / "out").rglob("summary.md")
+    text = next(summary).read_text()
+    assert "image-1 'cxr_nih_00000001_000_cardiomegaly.png' (sent at turn-1) could not be triaged" in text
