@@ -9,14 +9,15 @@ discarded for the template. So even a weak model cannot derail the interview.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from agents.coverage import ELEMENT_LABELS, IntakeElement
 from tools.fhir.record import PatientRecord
-from tools.models.protocol import ChatMessage, ChatModel, ChatRequest
+from tools.models.protocol import ChatMessage, ChatModel, ChatRequest, StreamingChatModel
+from tools.models.streaming import JsonFieldStream
 
 MAX_QUESTION_CHARS = 240
 MAX_QUESTION_WORDS = 40
@@ -157,26 +158,34 @@ def build_request(
     conversation: list[tuple[str, str]],
     reason: str | None,
 ) -> ChatRequest:
-    """The prompt, laid out so its prefix (instructions, chart, earlier turns) never changes."""
-    history = "\n".join(f"Assistant: {q}\nPatient: {a[:600]}" for q, a in conversation) or "(no questions yet)"
+    """The prompt, laid out so that each turn's prompt extends the previous one.
+
+    Stable first: the instructions, then the visit reason and chart, then every earlier turn as
+    an assistant question and the patient's answer. Only the last message carries what changes
+    each turn (the next topic and its template question). So turn n+1's prompt starts with all of
+    turn n's prompt except that last instruction: a KV cache (the transformers backend's prefix
+    cache, vLLM's prefix caching) serves everything up to the newest answer.
+    """
     context = (
         f"Reason for visit on the booking: {reason or 'not given'}\n"
-        f"Chart (each line cites its record entry):\n{chart or '(no record available)'}\n\n"
-        f"Conversation so far:\n{history}"
+        f"Chart (each line cites its record entry):\n{chart or '(no record available)'}"
     )
     ask = (
         f"Next topic: {ELEMENT_LABELS[element]}.\n"
         f"A suitable question would be: {template}\n"
         "Write the one question to ask now."
     )
-    return ChatRequest(
-        task=f"interviewer.ask:{element.value}",
-        messages=[
-            ChatMessage(role="system", content=INTERVIEWER_SYSTEM),
-            ChatMessage(role="user", content=f"{context}\n\n{ask}"),
-        ],
-        max_new_tokens=96,
-    )
+    messages = [ChatMessage(role="system", content=INTERVIEWER_SYSTEM)]
+    if not conversation:
+        messages.append(ChatMessage(role="user", content=f"{context}\n\n{ask}"))
+    else:
+        messages.append(ChatMessage(role="user", content=f"{context}\n\nThe interview so far follows."))
+        for index, (question, answer) in enumerate(conversation):
+            messages.append(ChatMessage(role="assistant", content=question))
+            said = f"Patient: {answer[:600]}"
+            last = index == len(conversation) - 1
+            messages.append(ChatMessage(role="user", content=f"{said}\n\n{ask}" if last else said))
+    return ChatRequest(task=f"interviewer.ask:{element.value}", messages=messages, max_new_tokens=96)
 
 
 async def propose_question(
@@ -186,16 +195,24 @@ async def propose_question(
     chart: str,
     conversation: list[tuple[str, str]],
     reason: str | None,
+    on_question_delta: Callable[[str], None] | None = None,
 ) -> ProposedQuestion:
     """The next question; raises `ModelError` only through the caller's choice to record it.
 
     Model failures propagate so the graph can record them; a phrasing that fails the checks is
-    replaced by the template here.
+    replaced by the template here. With `on_question_delta` and a streaming model, the question's
+    text is passed on as the model writes it; it is provisional: the returned question (checked,
+    perhaps the template instead) is the one asked.
     """
     template = template_question(element, record, reason)
     if model is None:
         return ProposedQuestion(element=element, text=template, source="template")
-    reply = await model.complete(build_request(element, template, chart, conversation, reason), InterviewerQuestion)
+    request = build_request(element, template, chart, conversation, reason)
+    if on_question_delta is not None and isinstance(model, StreamingChatModel):
+        field = JsonFieldStream("question", on_question_delta)
+        reply = await model.complete_streaming(request, InterviewerQuestion, field.feed)
+    else:
+        reply = await model.complete(request, InterviewerQuestion)
     text = " ".join(reply.value.question.split())
     problem = question_problem(text, [question for question, _ in conversation])
     if problem:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -73,6 +74,21 @@ async def load_record(state: IntakeState, context: IntakeContext) -> dict[str, A
     return {"record": record, "record_error": None, "chart_context": chart.render()}
 
 
+def _question_stream(turn: int) -> Callable[[str], None] | None:
+    """Forward the question's text as the model writes it: custom stream events (stream_mode="custom")
+    ``{"event": "question_delta", "turn": n, "text": delta}``. Provisional: the pending question in
+    state (checked, perhaps the template) is the one asked. None outside a graph run."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        return None
+
+    def emit(text: str) -> None:
+        writer({"event": "question_delta", "turn": turn, "text": text})
+
+    return emit
+
+
 async def interviewer_turn(state: IntakeState, context: IntakeContext) -> dict[str, Any]:
     """Pick the next open element (code) and have the model phrase one question about it."""
     element = state.coverage.open_elements(context.max_attempts_per_element)[0]
@@ -81,7 +97,13 @@ async def interviewer_turn(state: IntakeState, context: IntakeContext) -> dict[s
     events: list[ModelEvent] = []
     try:
         proposed = await propose_question(
-            context.model, element, state.record, state.chart_context, conversation, state.reason_for_visit
+            context.model,
+            element,
+            state.record,
+            state.chart_context,
+            conversation,
+            state.reason_for_visit,
+            on_question_delta=_question_stream(len(state.turns) + 1),
         )
     except ModelError as exc:
         proposed = ProposedQuestion(

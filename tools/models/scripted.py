@@ -19,6 +19,7 @@ from tools.models.protocol import (
     SchemaT,
     ScriptExhaustedError,
     StructuredReply,
+    TextCallback,
 )
 from tools.models.structured import Attempt, complete_with_repair
 
@@ -80,5 +81,40 @@ class ScriptedChatModel:
                 prompt_tokens=sum(len(m.content.split()) for m in current.messages),
                 output_tokens=len(text.split()),
             )
+
+        return await complete_with_repair(request, schema, generate, self._model_id)
+
+
+class StreamingScriptedChatModel(ScriptedChatModel):
+    """A scripted backend that also streams: each reply is handed over in `chunk_chars` pieces first.
+
+    It stands in for a streaming server or model wherever a test needs the streamed path (the
+    interviewer's question deltas) without weights or a network.
+    """
+
+    def __init__(
+        self,
+        script: Mapping[str, Sequence[ScriptedReply]] | None = None,
+        *,
+        model_id: str = "scripted (streaming)",
+        chunk_chars: int = 5,
+    ) -> None:
+        super().__init__(script, model_id=model_id)
+        self._chunk_chars = max(1, chunk_chars)
+
+    async def complete_streaming(
+        self, request: ChatRequest, schema: type[SchemaT], on_text: TextCallback
+    ) -> StructuredReply[SchemaT]:
+        first = True
+
+        async def generate(current: ChatRequest) -> Attempt:
+            nonlocal first
+            self.requests.append(current)
+            text = self._next_reply(current.task)
+            if first:
+                for start in range(0, len(text), self._chunk_chars):
+                    on_text(text[start : start + self._chunk_chars])
+                first = False
+            return Attempt(text=text, output_tokens=len(text.split()))
 
         return await complete_with_repair(request, schema, generate, self._model_id)
