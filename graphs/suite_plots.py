@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from html import escape
 
-WIDTH = 560
+WIDTH = 520
 HEIGHT = 300
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 40, 52
 BAR = "#2f6497"
@@ -22,7 +22,7 @@ INK = "#1f1f1f"
 FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', sans-serif\""
 
 
-def _nice_step(span: float, ticks: int = 5) -> float:
+def nice_step(span: float, ticks: int = 5) -> float:
     raw = span / max(ticks, 1)
     if raw <= 0:
         return 1.0
@@ -61,7 +61,7 @@ def _frame(slug: str, title: str, desc: str, body: list[str], x_label: str, y_la
 def _y_axis(max_value: float, *, integer: bool = True) -> tuple[list[str], float]:
     """Gridlines and labels; returns the top of the axis."""
     plot_h = HEIGHT - TOP - BOTTOM
-    step = max(1.0, _nice_step(max_value)) if integer else _nice_step(max_value)
+    step = max(1.0, nice_step(max_value)) if integer else nice_step(max_value)
     top = step * max(1, math.ceil(max_value / step))
     parts: list[str] = []
     value = 0.0
@@ -143,18 +143,26 @@ def count_scatter(slug: str, title: str, points: Sequence[tuple[int, int]], x_la
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     top_value = max(max(x for x, _ in points), max(y for _, y in points), 1)
-    body, top = _y_axis(top_value)
+    step = max(1.0, nice_step(top_value))
+    top = step * math.ceil(top_value / step)
     right = top
+    pad = 0.5  # half a unit around the data, so points on an axis are not drawn over its labels
 
     def px(x: float) -> float:
-        return LEFT + plot_w * x / right
+        return LEFT + plot_w * (x + pad) / (right + 2 * pad)
 
     def py(y: float) -> float:
-        return TOP + plot_h - plot_h * y / top
+        return TOP + plot_h - plot_h * (y + pad) / (top + 2 * pad)
 
-    step = max(1.0, _nice_step(right))
+    body: list[str] = []
     value = 0.0
-    while value <= right + 1e-9:
+    while value <= top + 1e-9:
+        y = py(value)
+        body.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
+        body.append(
+            f'<text x="{LEFT - 6}" y="{py(value) + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="{INK}">{_fmt(value)}</text>'
+        )
         body.append(
             f'<text x="{px(value):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle" font-size="11" '
             f'fill="{INK}">{_fmt(value)}</text>'

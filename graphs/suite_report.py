@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from graphs.suite_plots import count_scatter, histogram
+from graphs.suite_plots import count_scatter, histogram, nice_step
 from graphs.suite_results import SuiteResult
 
 
@@ -123,8 +123,9 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _ms_edges(values: Sequence[float]) -> list[float]:
+    """About 15 bins of a round width up to the largest value (the last bin holds the slowest turns)."""
     top = max(values) if values else 1.0
-    step = 10 ** max(0, len(str(int(top))) - 1) / 2 if top >= 10 else 1.0
+    step = max(1.0, nice_step(top / 15, 1))
     bins = max(1, min(20, int(top // step) + 1))
     return [i * step for i in range(bins + 1)]
 

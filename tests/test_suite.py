@@ -88,6 +88,8 @@ def _copies(folder: Path, count: int) -> Path:
     for number in range(count):
         data = yaml.safe_load(sources[number % len(sources)].read_text(encoding="utf-8"))
         data["id"] = f"{data['id']}-{number:02d}"
+        for image in data.get("images", []):  # attachments are found relative to the scenario file
+            image["path"] = str((SCENARIOS / image["path"]).resolve())
         _write_yaml(folder / f"{data['id']}.yaml", data)
     return folder
 
