@@ -49,13 +49,12 @@ async def open_backend(db: str, *, lock_timeout_s: float = 10.0, pool_size: int 
 async def _sqlite(path: Path, lock_timeout_s: float) -> AsyncIterator[Backend]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoints = await aiosqlite.connect(str(path), timeout=lock_timeout_s)
-        records = await aiosqlite.connect(str(path), timeout=lock_timeout_s)
+        connection = await aiosqlite.connect(str(path), timeout=lock_timeout_s)
     except (OSError, sqlite3.Error) as exc:
         raise SessionStoreError(f"The sessions database {path} cannot be opened: {exc}") from exc
     try:
-        saver = AsyncSqliteSaver(checkpoints, serde=serializer())
-        store = SqliteSessionStore(records)
+        saver = AsyncSqliteSaver(connection, serde=serializer())
+        store = SqliteSessionStore(connection, saver.lock)
         try:
             await saver.setup()
             await store.setup()
@@ -63,8 +62,7 @@ async def _sqlite(path: Path, lock_timeout_s: float) -> AsyncIterator[Backend]:
             raise describe_sqlite_error(path, exc, lock_timeout_s) from exc
         yield Backend(saver, store, f"sqlite:{path}")
     finally:
-        await records.close()
-        await checkpoints.close()
+        await connection.close()
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ Only the lock holder may write a session's record.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from abc import ABC, abstractmethod
@@ -179,22 +180,30 @@ CREATE TABLE IF NOT EXISTS previsit_service_sessions (
 
 
 class SqliteSessionStore(SessionStore):
-    """Records in the SQLite sessions file, on a connection of their own."""
+    """Records in the SQLite sessions file, on the checkpointer's own connection and under its lock.
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    One connection per process: a second connection writing the same file makes SQLite refuse a
+    write outright ("database is locked") when a read snapshot cannot be upgraded, which a busy
+    timeout does not cure. Sharing the saver's connection and lock serializes every write here.
+    """
+
+    def __init__(self, connection: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self.connection = connection
+        self.lock = lock
 
     async def setup(self) -> None:
-        await self.connection.execute(_TABLE)
-        await self.connection.commit()
+        async with self.lock:
+            await self.connection.execute(_TABLE)
+            await self.connection.commit()
 
     async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        cursor = await self.connection.execute(sql, params)
-        await self.connection.commit()
-        return cursor.rowcount
+        async with self.lock:
+            cursor = await self.connection.execute(sql, params)
+            await self.connection.commit()
+            return cursor.rowcount
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        async with self.connection.execute(sql, params) as cursor:
+        async with self.lock, self.connection.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
 
