@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from previsit.service.tokens import issue_token
+from tests.conftest import REPO_ROOT
 from tests.postgres_fixture import postgres_db, postgres_server  # noqa: F401 - fixtures
 from tests.service_support import (
     ANSWERS,
@@ -331,6 +332,22 @@ async def test_an_image_answer_is_stored_under_a_random_name_and_shown_to_clinic
         assert fetched.headers["content-type"] == "image/png"
         hidden = await api.client.get(f"/api/sessions/{sid}/images/{image['id']}", headers=patient_headers(created))
         assert hidden.status_code == 401
+        # The intake recorded the attachment (no triage model is configured here, and it says so).
+        [seen] = (await api.state(sid))["turns"][0]["images"]
+        assert seen["ref"] == "image-1" and seen["status"] == "not_triaged" and seen["error"]
+        assert image["status"] is None and image["error"] is None  # the patient's view carries none of it
+
+        dicom = (REPO_ROOT / "fixtures" / "images" / "encapsulated_cxr.dcm").read_bytes()
+        response = await api.client.post(
+            f"/api/sessions/{sid}/images",
+            files={"file": ("chest.dcm", dicom, "application/octet-stream")},
+            headers=patient_headers(created),
+        )
+        assert response.status_code == 200, response.text
+        [scan] = response.json()["turns"][1]["images"]
+        rendered = await api.client.get(f"/api/sessions/{sid}/images/{scan['id']}", headers=CLINICIAN)
+        assert rendered.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(rendered.content)).size[0] > 0
 
 
 async def test_errors_are_problem_details(tmp_path: Path) -> None:

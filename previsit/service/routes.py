@@ -32,11 +32,12 @@ from previsit.service.schemas import (
 )
 from previsit.service.sessions import SessionLock, SessionService
 from previsit.service.store import ImageRecord, SessionRecord, WriteBackRecord
-from previsit.service.uploads import store_image
+from previsit.service.uploads import render_png, store_image
 from tools.fhir.auth import AuthConfigError
 from tools.fhir.record import RecordError
 from tools.fhir.server_source import FhirRecordSource
 from tools.fhir.writeback import write_back_summary
+from tools.imaging.errors import ImageInputError
 
 log = logging.getLogger("previsit.service")
 router = APIRouter()
@@ -220,7 +221,7 @@ async def post_image(
 )
 async def get_image(
     session_id: str, image_id: str, request: Request, _: Annotated[Caller, Depends(clinician)]
-) -> FileResponse:
+) -> Response:
     service = _service(request)
     record = await service.store.get(session_id)
     image = next((i for i in record.data.images if i.id == image_id), None) if record else None
@@ -229,7 +230,14 @@ async def get_image(
     path = service.config.uploads_dir / session_id / image.stored_name
     if not path.is_file():
         raise Problem(404, "The image file is no longer stored.")
-    return FileResponse(path, media_type=image.content_type, headers={"Cache-Control": "private, no-store"})
+    headers = {"Cache-Control": "private, no-store"}
+    if image.content_type == "application/dicom":  # browsers cannot show DICOM: send the windowed render
+        try:
+            png = await asyncio.to_thread(render_png, path)
+        except ImageInputError as exc:
+            raise Problem(422, "The stored DICOM file cannot be rendered.", kind="bad-image") from exc
+        return Response(png, media_type="image/png", headers=headers)
+    return FileResponse(path, media_type=image.content_type, headers=headers)
 
 
 @router.get(

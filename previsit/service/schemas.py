@@ -28,8 +28,14 @@ class ImageInfo(BaseModel):
     id: str
     filename: str
     turn_id: str
-    triage: dict[str, Any] | None = Field(default=None, description="Clinicians only; patients never see it.")
-    error: str | None = None
+    triage: dict[str, Any] | None = Field(
+        default=None, description="The triage result (clinicians only; patients never see it)."
+    )
+    error: str | None = Field(default=None, description="Why the image was not triaged (clinicians only).")
+    ref: str | None = Field(default=None, description="The intake's id of the image ('image-1'), as summaries cite it.")
+    status: str | None = Field(
+        default=None, description="triaged, not_triaged, unreadable or triage_failed (clinicians only)."
+    )
 
 
 class TurnView(BaseModel):

@@ -15,6 +15,7 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -44,6 +45,7 @@ from previsit.service.schemas import (
 from previsit.service.store import ApiStatus, SessionData, SessionRecord
 from previsit.service.tokens import issue_token
 from tools.fhir.record import PatientNotFoundError, RecordError, RecordSource
+from tools.imaging.records import ImageRecord
 from tools.models.protocol import ChatModel
 
 log = logging.getLogger("previsit.service")
@@ -167,13 +169,15 @@ class SessionService:
             else None
         )
         turns = list(state.turns) if state else []
-        triage = _triage_by_path(state) if clinician else {}
+        recorded = _graph_images(state) if clinician else {}
         images: dict[str, list[ImageInfo]] = {}
         for image in data.images:
-            signal, error = triage.get(image.stored_name, (None, None))
-            images.setdefault(image.turn_id, []).append(
-                ImageInfo(id=image.id, filename=image.filename, turn_id=image.turn_id, triage=signal, error=error)
-            )
+            info = ImageInfo(id=image.id, filename=image.filename, turn_id=image.turn_id)
+            found = recorded.get(image.stored_name)
+            if found is not None:
+                info.ref, info.status, info.error = found.id, found.status, found.error
+                info.triage = found.triage.model_dump(mode="json") if found.triage else None
+            images.setdefault(image.turn_id, []).append(info)
         coverage = state.coverage.elements if state else {}
         review = None
         if clinician:
@@ -362,16 +366,6 @@ def _api_status(view: SessionView, data: SessionData) -> ApiStatus:
     return "finished"
 
 
-def _triage_by_path(state: IntakeState | None) -> dict[str, tuple[dict[str, Any] | None, str | None]]:
-    """Image triage results the graph recorded (if it records any), keyed by stored file name."""
-    found: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
-    images = getattr(state, "images", None) if state is not None else None
-    for item in images or []:
-        raw = item.model_dump(mode="json") if hasattr(item, "model_dump") else item
-        if not isinstance(raw, dict):
-            continue
-        path = str(raw.get("path") or (raw.get("attachment") or {}).get("path") or "")
-        name = path.rsplit("/", 1)[-1]
-        if name:
-            found[name] = (raw, raw.get("error"))
-    return found
+def _graph_images(state: IntakeState | None) -> dict[str, ImageRecord]:
+    """The intake's records of attached images, keyed by stored file name."""
+    return {Path(record.path).name: record for record in (state.images if state is not None else [])}

@@ -8,39 +8,37 @@ refused and nothing is kept.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import secrets
 from pathlib import Path
 
 from fastapi import UploadFile
-from PIL import Image, UnidentifiedImageError
 
 from previsit.service.problems import Problem
+from tools.imaging.errors import ImageInputError
+from tools.imaging.load import SUPPORTED, ImageLimits, load_image, sniff_format
 
 CHUNK = 1024 * 1024
-_MAGIC: list[tuple[bytes, str, str]] = [
-    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
-    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
-    (b"GIF87a", "gif", "image/gif"),
-    (b"GIF89a", "gif", "image/gif"),
-]
+MEDIA_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "tiff": "image/tiff",
+    "webp": "image/webp",
+    "dicom": "application/dicom",
+}
 
 
-def sniff(head: bytes) -> tuple[str, str] | None:
-    """(extension, media type) from a file's first bytes, or None when it is no image we take."""
-    for magic, ext, media in _MAGIC:
-        if head.startswith(magic):
-            return ext, media
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp", "image/webp"
-    if head[128:132] == b"DICM":
-        return "dcm", "application/dicom"
-    return None
+def _check_readable(path: Path, limit: int) -> None:
+    """Decode the whole file as the triage will (DICOM included); raises `ImageInputError`."""
+    load_image(path, ImageLimits(max_bytes=limit))
 
 
-def _check_pixels(path: Path) -> None:
-    with Image.open(path) as image:
-        image.verify()
+def render_png(path: Path) -> bytes:
+    """A stored image as PNG (how a browser shows a DICOM file)."""
+    buffer = io.BytesIO()
+    load_image(path).image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class StoredUpload:
@@ -53,12 +51,10 @@ class StoredUpload:
 async def store_image(upload: UploadFile, directory: Path, limit: int) -> StoredUpload:
     """Copy an uploaded image into `directory` under a random name; 413/422 problems, nothing kept."""
     head = await upload.read(1024)
-    kind = sniff(head)
-    if kind is None:
-        raise Problem(
-            422, "The file is not an image previsit can take (PNG, JPEG, GIF, WebP or DICOM).", kind="not-an-image"
-        )
-    ext, media = kind
+    fmt = sniff_format(head[:132])
+    if fmt is None:
+        raise Problem(422, f"The file is not an image previsit can take ({SUPPORTED}).", kind="not-an-image")
+    ext, media = fmt, MEDIA_TYPES[fmt]
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     target = directory / f"{secrets.token_hex(16)}.{ext}"
     partial = target.with_suffix(".part")
@@ -72,11 +68,10 @@ async def store_image(upload: UploadFile, directory: Path, limit: int) -> Stored
                     raise Problem(413, f"The image is larger than the limit of {limit} bytes.")
                 handle.write(chunk)
                 chunk = await upload.read(CHUNK)
-        if ext != "dcm":
-            try:
-                await asyncio.to_thread(_check_pixels, partial)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                raise Problem(422, "The image file is damaged and cannot be read.", kind="bad-image") from exc
+        try:
+            await asyncio.to_thread(_check_readable, partial, limit)
+        except ImageInputError as exc:
+            raise Problem(422, "The image file is damaged and cannot be read.", kind="bad-image") from exc
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
