@@ -99,8 +99,9 @@ class Scenario(BaseModel):
     visit_date: date | None = Field(
         default=None, description="When the intake takes place, for judging stale record values (default: today)."
     )
-    simulated_patient: Literal["facts", "model"] = Field(
-        default="facts", description="Who answers: the deterministic fact patient or a model persona."
+    simulated_patient: Literal["facts", "model", "embedding"] = Field(
+        default="facts",
+        description="Who answers: the fact patient, a model persona, or the embedding (semantic retrieval) patient.",
     )
     expect: Expectations = Field(default_factory=Expectations)
     exam_findings: dict[str, Any] = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agents.sentence_embeddings import SentenceEmbedder
 from agents.simulated_patient import PatientResponder, simulated_patient
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
@@ -26,17 +27,31 @@ async def run_scenario(
     *,
     patient: PatientResponder | None = None,
     image_triager: ImageTriager | None = None,
+    embedder: SentenceEmbedder | None = None,
 ) -> IntakeOutput:
     """The finished intake of `scenario` (the model persona answers when the scenario asks for one).
 
     `patient` replaces the scenario's own simulated patient (suites choose one per run and time it).
     `image_triager` triages the images the scenario attaches; without one they are recorded untriaged.
+    `embedder` serves the embedding patient (and the model persona's fallback); a scenario that asks
+    for the embedding patient without one is a ValueError.
     """
-    persona_model = model if scenario.simulated_patient == "model" else None
+    mode = scenario.simulated_patient
+    if mode == "model" and model is None:
+        mode = "facts"  # no backend to speak with: the deterministic patient answers
+    if patient is None:
+        diagnosis = scenario.evaluation.correct_diagnosis if scenario.evaluation else None
+        patient = simulated_patient(
+            scenario.brief(),
+            model if mode == "model" else None,
+            mode,
+            embedder=embedder,
+            withheld=[diagnosis] if diagnosis else [],  # checked in replies, never shown to the persona
+        )
     context = IntakeContext(
         record_source=record_source,
         model=model,
-        patient=patient if patient is not None else simulated_patient(scenario.brief(), persona_model),
+        patient=patient,
         today=scenario.visit_date,
         image_triager=image_triager,
         scheduled_images=scenario.scheduled_images(),
