@@ -27,6 +27,7 @@ from tests.service_support import (
     patient_headers,
     running,
 )
+from tools.models.scripted import StreamingScriptedChatModel
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -166,6 +167,25 @@ async def test_the_reply_streams_as_server_sent_events_ending_with_the_state(tmp
             headers={**patient_headers(created), "Accept": "text/event-stream"},
         )
         assert refused.status_code == 409 and refused.headers["content-type"] == PROBLEM
+
+
+async def test_a_streaming_model_s_question_arrives_as_deltas_before_the_state(tmp_path: Path) -> None:
+    model = StreamingScriptedChatModel(
+        {"interviewer.ask": [{"question": "When did this start, and did it come on suddenly or gradually?"}] * 4}
+    )
+    async with running(make_config(tmp_path), model=model) as api:
+        created = await api.create()
+        response = await api.client.post(
+            f"/api/sessions/{created['session_id']}/messages",
+            json={"text": ANSWERS[0], "turn": 1},
+            headers={**patient_headers(created), "Accept": "text/event-stream"},
+        )
+        events = parse_sse(response.text)
+        deltas = [data for name, data in events if name == "question_delta"]
+        assert len(deltas) > 1 and {d["turn"] for d in deltas} == {2}
+        assert [name for name, _ in events][-1] == "state"
+        question = events[-1][1]["question"]
+        assert question["turn"] == 2 and "".join(d["text"] for d in deltas) == question["text"]
 
 
 async def test_a_message_to_an_ended_session_is_a_409_and_the_summary_covers_what_was_said(tmp_path: Path) -> None:
