@@ -60,7 +60,7 @@ function explain(err, { upload = false } = {}) {
       }
       return "We are still processing your previous message. Please wait a moment and try again.";
     case 413:
-      return upload ? "That file is too large. Please choose a file under 20 MB." : "That message is too long. Please shorten it.";
+      return upload ? "That file is too large. Please choose a smaller photo." : "That message is too long. Please shorten it.";
     case 422:
       return upload ? `We could not read that file as an image. ${err.detail}` : `That could not be sent: ${err.detail}`;
     default:

@@ -249,7 +249,7 @@ function renderAttention() {
       ? el(
           "ul",
           { class: "statements" },
-          redFlags.map((st, i) => statementItem(st, "red_flags", i, edited, el("span", { class: "tag danger", text: "⚠ Red flag" }), " ")),
+          redFlags.map((st, i) => statementItem(st, "red_flags", i, edited, [el("span", { class: "tag danger", text: "⚠ Red flag" }), " "])),
         )
       : el("p", { text: "No red flags." }),
   );
