@@ -461,6 +461,13 @@ def test_a_clinician_reviews_flags_first_edits_approves_and_writes_back(
     page.get_by_label("Clinician note").fill("Check blood pressure at the visit.")
     page.get_by_role("button", name="Save note").click()
     expect(page.locator("#note-status")).to_have_text("Note saved.")
+    with page.expect_download() as markdown:
+        page.get_by_role("button", name="Download Markdown").click()
+    text = Path(markdown.value.path()).read_text(encoding="utf-8")
+    assert "(clinician wording)" in text and "Check blood pressure at the visit." in text
+    with page.expect_download() as fhir:
+        page.get_by_role("button", name="Download FHIR Bundle").click()
+    assert json.loads(Path(fhir.value.path()).read_text(encoding="utf-8"))["resourceType"] == "Bundle"
 
     # Write-back is gated on approval; then it writes to the FHIR server.
     write = page.get_by_role("button", name="Write back to the record")

@@ -473,6 +473,23 @@ async function saveNote(event) {
   }
 }
 
+/** Fetch a rendering with the key (so never a plain link) and hand it to the browser as a file. */
+async function download(format, filename, type) {
+  const status = $("download-status");
+  status.textContent = "";
+  try {
+    const response = await page.call(`${base}/summary?format=${format}`, { raw: true });
+    const url = URL.createObjectURL(new Blob([await response.blob()], { type }));
+    const link = el("a", { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } catch (err) {
+    if (!handleAuthError(err)) status.textContent = `Download failed: ${problemText(err)}`;
+  }
+}
+
 // ---- start ---------------------------------------------------------------------------------------
 
 /** The session list is the one place that names the patient before a summary exists. */
@@ -537,6 +554,12 @@ async function start() {
   $("approve").addEventListener("click", approve);
   $("writeback").addEventListener("click", writeBack);
   $("note-form").addEventListener("submit", saveNote);
+  $("download-markdown").addEventListener("click", () =>
+    download("markdown", `previsit-${sessionId}.md`, "text/markdown"),
+  );
+  $("download-fhir").addEventListener("click", () =>
+    download("fhir", `previsit-${sessionId}-bundle.json`, "application/fhir+json"),
+  );
   await load();
 }
 
