@@ -20,7 +20,9 @@ class SourceRef(BaseModel):
     """Where a statement came from."""
 
     kind: SourceKind
-    ref: str = Field(description="'turn-3' for a patient answer, 'Condition/abc' for a record entry.")
+    ref: str = Field(
+        description="'turn-3' for a patient answer, 'Condition/abc' for a record entry, 'image-1' for an image."
+    )
 
 
 class Statement(BaseModel):
