@@ -117,7 +117,7 @@ def patient_headers(created: dict[str, Any]) -> dict[str, str]:
 async def running(config: ServiceConfig, **kwargs: Any) -> AsyncIterator[Api]:
     app = create_app(config, **kwargs)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # as a real server: a 500
         async with httpx.AsyncClient(transport=transport, base_url="http://previsit.test", timeout=60) as client:
             yield Api(app, client, config)
 

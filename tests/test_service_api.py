@@ -27,6 +27,7 @@ from tests.service_support import (
     patient_headers,
     running,
 )
+from tools.models.protocol import ChatRequest, SchemaT, StructuredReply
 from tools.models.scripted import StreamingScriptedChatModel
 
 
@@ -97,6 +98,33 @@ async def test_a_session_survives_a_restart_of_the_service(tmp_path: Path, db: s
         assert state["question"]["turn"] == 2 and state["turns"][0]["answer"] == ANSWERS[0]
         finished = await api.finish({**created, "state": state})
         assert len(finished["turns"]) == 4
+
+
+class CrashingModel(GatedModel):
+    """Crashes (not a model error the graph falls back from) while `crash` is set: a dying model server."""
+
+    crash = False
+
+    async def complete(self, request: ChatRequest, schema: type[SchemaT]) -> StructuredReply[SchemaT]:
+        if self.crash:
+            raise RuntimeError("the model server went away")
+        return await super().complete(request, schema)
+
+
+async def test_a_turn_cut_short_keeps_the_answer_and_the_next_read_finishes_the_step(tmp_path: Path) -> None:
+    model = CrashingModel()
+    async with running(make_config(tmp_path), model=model) as api:
+        created = await api.create()
+        model.crash = True
+        failed = await api.answer(created, ANSWERS[0], turn=1)
+        assert failed.status_code == 500 and failed.headers["content-type"] == PROBLEM
+        assert "model server" not in failed.text  # no internals in the problem
+        view = await api.sessions.inspect(created["session_id"])
+        assert view.status == "in_progress" and view.state is not None and len(view.state.turns) == 1
+        model.crash = False
+        state = await api.state(created["session_id"], patient_headers(created))
+        assert state["question"]["turn"] == 2 and [t["answer"] for t in state["turns"]] == [ANSWERS[0]]
+        assert (await api.answer(created, ANSWERS[1], turn=2)).status_code == 200
 
 
 async def test_two_tabs_posting_at_once_one_wins_the_other_gets_409_and_nothing_is_lost(

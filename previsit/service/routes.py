@@ -140,6 +140,9 @@ async def get_session(
 ) -> SessionState:
     service = _service(request)
     view, record = await service.load(session_id)
+    if view.status == "in_progress":
+        await service.recover(session_id)
+        view, record = await service.load(session_id)
     return service.state_of(view, record, clinician=caller.role == "clinician")
 
 

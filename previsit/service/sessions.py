@@ -206,6 +206,27 @@ class SessionService:
             review=review,
         )
 
+    async def recover(self, session_id: str) -> None:
+        """Finish a step a killed process left half done (the thread is neither paused nor finished).
+
+        Whoever reads the session first takes its lock and runs the graph on to its next pause, so a
+        patient who reloads the page after a crash finds their next question. Busy: someone else is.
+        """
+        try:
+            lock = await self.lock(session_id)
+        except Problem:
+            return
+        try:
+            view = await self.inspect(session_id)
+            record = await self.store.get(session_id)
+            if view.status == "in_progress" and view.state is not None and record is not None:
+                context = self.context(view.state.patient_id)
+                await asyncio.shield(self.spawn(self.advance(session_id, None, context)))
+                await self.refresh(lock, record, record.data)
+                log.info("session %s recovered an interrupted step", session_id)
+        finally:
+            await lock.release()
+
     async def load(self, session_id: str) -> tuple[SessionView, SessionRecord]:
         record = await self.store.get(session_id)
         view = await self.inspect(session_id)
