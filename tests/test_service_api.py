@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from previsit.service.tokens import issue_token
-from tests.conftest import REPO_ROOT
+from tests.conftest import RECORDS, REPO_ROOT
 from tests.postgres_fixture import postgres_db, postgres_server  # noqa: F401 - fixtures
 from tests.service_support import (
     ANSWERS,
@@ -27,6 +27,7 @@ from tests.service_support import (
     patient_headers,
     running,
 )
+from tools.fhir.bundle_source import BundleRecordSource
 from tools.models.protocol import ChatRequest, SchemaT, StructuredReply
 from tools.models.scripted import StreamingScriptedChatModel
 
@@ -250,6 +251,28 @@ async def test_escalation_stops_the_intake_by_a_red_flag_or_by_the_clinician(tmp
             f"/api/sessions/{sent_back['session_id']}/escalate", headers=patient_headers(sent_back)
         )
         assert by_patient.status_code == 401
+
+
+async def test_an_ehr_launch_names_the_patient_and_must_come_from_the_configured_server(tmp_path: Path) -> None:
+    # The EHR itself is not here: records come from the fixture bundles, the launch names the server.
+    config = make_config(tmp_path, fhir_base="https://ehr.example/fhir")
+    async with running(config, record_sources=lambda _: BundleRecordSource(RECORDS)) as api:
+        launch = {"iss": "https://ehr.example/fhir", "patient": MALIK, "encounter": "enc-1"}
+        created = await api.client.post("/api/sessions", json={"launch": launch}, headers=CLINICIAN)
+        assert created.status_code == 201, created.text
+        [item] = (await api.client.get("/api/sessions", headers=CLINICIAN)).json()["sessions"]
+        assert item["patient_id"] == MALIK
+        elsewhere = await api.client.post(
+            "/api/sessions", json={"launch": {**launch, "iss": "https://other.example/fhir"}}, headers=CLINICIAN
+        )
+        assert elsewhere.status_code == 422 and elsewhere.headers["content-type"] == PROBLEM
+        mismatch = await api.client.post(
+            "/api/sessions", json={"patient_id": KARENA, "launch": launch}, headers=CLINICIAN
+        )
+        assert mismatch.status_code == 422
+        nobody = await api.client.post("/api/sessions", json={}, headers=CLINICIAN)
+        assert nobody.status_code == 422
+        assert len((await api.client.get("/api/sessions", headers=CLINICIAN)).json()["sessions"]) == 1
 
 
 async def test_tokens_open_only_their_own_session_until_they_expire(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from previsit.config import Settings
 from previsit.service.app import create_app
@@ -19,6 +20,26 @@ from previsit.service.config import CLINICIAN_KEY_FILE, load_service_config
 log = logging.getLogger("previsit.service")
 
 DEFAULT_PORT = 8765
+
+
+class QuietErrors:
+    """Outermost wrapper: an error the app already answered with a 500 is logged by type only.
+
+    uvicorn would otherwise print the traceback, whose exception messages may quote patient input.
+    Start-up (lifespan) errors still propagate, so a server that cannot open its database stops.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            log.error("request failed: %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
 
 
 def serve(
@@ -38,7 +59,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: put TLS in front of it; patient tokens are bearer credentials", host)
     uvicorn.run(
-        create_app(config),
+        QuietErrors(create_app(config)),
         host=host,
         port=port,
         access_log=False,
