@@ -34,7 +34,7 @@ from tools.models.constrained import DEFAULT_MAX_THINKING_TOKENS, JsonAfterThink
 from tools.models.hub import LoadedCheckpoint, PretrainedLoader, load_checkpoint
 from tools.models.local_weights import LocalWeights, load_gguf_cached, smollm2_135m_instruct
 from tools.models.model_choice import Quantization
-from tools.models.prefix_cache import PrefixCache
+from tools.models.prefix_cache import PrefixCache, Reuse
 from tools.models.protocol import (
     ChatMessage,
     ChatRequest,
@@ -517,13 +517,11 @@ class TransformersChatModel:
             # keeps its whole context (sliding-window layers too; the mask applies the window), so
             # a cache can always be cut back to a shorter prefix. Image prompts are never reused.
             reuse_ok = self._prefix_cache is not None and "pixel_values" not in inputs
-            cache: Any = None
-            reused = 0
+            taken: Reuse | None = None
             if reuse_ok and self._prefix_cache is not None:
                 taken = self._prefix_cache.take(prompt_ids)
-                cache, reused = taken.cache, taken.reused_tokens
-            if cache is None:
-                cache = DynamicCache()
+            cache: Any = taken.cache if taken is not None and taken.cache is not None else DynamicCache()
+            reused = taken.reused_tokens if taken is not None else 0
             self.prompt_tokens_total += prompt_length
             self.prompt_tokens_encoded += prompt_length - reused
 
@@ -560,7 +558,7 @@ class TransformersChatModel:
                     **inputs,
                 )
             if reuse_ok and self._prefix_cache is not None:
-                self._prefix_cache.put(output[0].tolist(), cache)
+                self._prefix_cache.put(output[0].tolist(), cache, continued=taken)
             generated = output[0, prompt_length:].tolist()
             text = self._tokenizer.decode([t for t in generated if t not in hidden], skip_special_tokens=False)
             if guard.triggered:
