@@ -7,6 +7,7 @@ several server processes can start at once against a fresh database.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +66,24 @@ async def _sqlite(path: Path, lock_timeout_s: float) -> AsyncIterator[Backend]:
         await connection.close()
 
 
+async def _advisory_lock(conn: AsyncConnection[Any], timeout_s: float = 120.0) -> None:
+    """Take the set-up lock by polling `pg_try_advisory_lock`.
+
+    A blocking `pg_advisory_lock` would wait inside a statement that holds a snapshot, and the
+    checkpointer's migrations run `CREATE INDEX CONCURRENTLY`, which waits for every such snapshot:
+    two processes starting together would wait on each other for ever.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (_SETUP_LOCK_KEY,))
+        row = await cursor.fetchone()
+        if row is not None and row["locked"]:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise SessionStoreError(f"Another process held the database set-up lock for over {timeout_s:g} s.")
+        await asyncio.sleep(0.2)
+
+
 @asynccontextmanager
 async def _postgres(url: str, pool_size: int) -> AsyncIterator[Backend]:
     pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
@@ -82,7 +101,7 @@ async def _postgres(url: str, pool_size: int) -> AsyncIterator[Backend]:
         saver = AsyncPostgresSaver(pool, serde=serializer())
         store = PostgresSessionStore(pool)
         async with pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+            await _advisory_lock(conn)
             try:
                 await saver.setup()
                 await store.setup()
