@@ -41,6 +41,10 @@ def _decode_rates(repeats: int) -> None:
         print(f"  {name:<42} {image.size[0]}x{image.size[1]:<5} {repeats / elapsed:8.1f} images/s")
 
 
+def _rate(images_per_s: float) -> str:
+    return f"{images_per_s:8.3g} im/s ({1 / images_per_s:6.3g} s/im)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=["tiny", "medsiglip"], default="tiny")
@@ -80,7 +84,7 @@ def main() -> None:
         images = [pool[i % len(pool)] for i in range(args.images)]
 
         print(f"\ntriage of {args.images} images ({', '.join(FILES)} in turn), modality given:")
-        print(f"  {'batch':>5}  {'cached labels':>16}  {'no label cache':>16}  speed-up")
+        print(f"  {'batch':>5}  {'cached labels':>24}  {'no label cache':>24}  speed-up")
         for batch in args.batch_sizes:
             triager.batch_size = batch
             rates: dict[bool, float] = {}
@@ -94,14 +98,14 @@ def main() -> None:
                     triager.triage_sync(images[offset : offset + batch], args.modality)
                 rates[cached] = len(images) / (time.perf_counter() - start)
             speed_up = rates[True] / rates[False]
-            print(f"  {batch:>5}  {rates[True]:>11.1f} im/s  {rates[False]:>11.1f} im/s  {speed_up:6.2f}x")
+            print(f"  {batch:>5}  {_rate(rates[True])}  {_rate(rates[False])}  {speed_up:6.2f}x")
         triager.cache_text = True
         largest = max(args.batch_sizes)
         triager.batch_size = largest
         start = time.perf_counter()
         triager.triage_sync(images[:largest], None)
         detect_rate = min(len(images), largest) / (time.perf_counter() - start)
-        print(f"\nwith modality detection (one extra prompt set, cached): {detect_rate:.1f} im/s at batch {largest}")
+        print(f"\nwith modality detection (one extra prompt set, cached): {_rate(detect_rate)} at batch {largest}")
         print("(no label cache = the label prompts go through the text tower on every call, once per batch)")
 
 
