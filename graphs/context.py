@@ -18,6 +18,16 @@ from tools.models.protocol import ChatModel
 
 
 @dataclass(frozen=True)
+class IntakeTuning:
+    """The interview's knobs from configuration, for runners that build their own context (suites)."""
+
+    max_attempts_per_element: int = 2
+    chart_token_budget: int = 2000
+    safety_model_check: bool = False
+    stale_after_days: int = 365
+
+
+@dataclass(frozen=True)
 class IntakeContext:
     """What the nodes need besides the state."""
 

@@ -7,11 +7,13 @@ to disk, so tests and evaluations can run many of these side by side.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agents.sentence_embeddings import SentenceEmbedder
 from agents.simulated_patient import PatientResponder, simulated_patient
-from graphs.context import IntakeContext
+from graphs.context import IntakeContext, IntakeTuning
 from graphs.intake import compile_intake_graph
 from graphs.scenario import Scenario
 from graphs.state import IntakeInput, IntakeOutput
@@ -28,13 +30,15 @@ async def run_scenario(
     patient: PatientResponder | None = None,
     image_triager: ImageTriager | None = None,
     embedder: SentenceEmbedder | None = None,
+    tuning: IntakeTuning | None = None,
 ) -> IntakeOutput:
     """The finished intake of `scenario` (the model persona answers when the scenario asks for one).
 
     `patient` replaces the scenario's own simulated patient (suites choose one per run and time it).
     `image_triager` triages the images the scenario attaches; without one they are recorded untriaged.
     `embedder` serves the embedding patient (and the model persona's fallback); a scenario that asks
-    for the embedding patient without one is a ValueError.
+    for the embedding patient without one is a ValueError. `tuning` carries the configured interview
+    knobs (chart budget, staleness, model safety check); the defaults otherwise.
     """
     mode = scenario.simulated_patient
     if mode == "model" and model is None:
@@ -55,6 +59,7 @@ async def run_scenario(
         today=scenario.visit_date,
         image_triager=image_triager,
         scheduled_images=scenario.scheduled_images(),
+        **asdict(tuning or IntakeTuning()),
     )
     graph = compile_intake_graph(InMemorySaver())
     result = await graph.ainvoke(

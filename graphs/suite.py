@@ -18,6 +18,7 @@ from typing import Literal, TextIO
 
 from agents.sentence_embeddings import SentenceEmbedder
 from agents.simulated_patient import PatientResponder, simulated_patient
+from graphs.context import IntakeTuning
 from graphs.expectations import check_expectations
 from graphs.metrics import FactMatcher, RunStats, score_intake
 from graphs.scenario import Scenario
@@ -165,6 +166,7 @@ class SuiteRunner:
     patient: PatientKind | None = None
     embedder: SentenceEmbedder | None = None
     concurrency: int = 4
+    tuning: IntakeTuning = field(default_factory=IntakeTuning)
 
     async def run_entry(self, entry: SuiteEntry) -> SuiteResult:
         """One scenario, run and scored; any failure becomes an error row."""
@@ -180,7 +182,7 @@ class SuiteRunner:
             timed = TimedPatient(inner)
             started = time.perf_counter()
             timed.restart()
-            output = await run_scenario(scenario, self.records, metered, patient=timed)
+            output = await run_scenario(scenario, self.records, metered, patient=timed, tuning=self.tuning)
             wall_s = time.perf_counter() - started
             score = await asyncio.to_thread(score_intake, scenario, output, self.matcher)
         except Exception as exc:

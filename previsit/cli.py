@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-from agents.simulated_patient import simulated_patient
+from agents.simulated_patient import PatientResponder, simulated_patient
 from agents.transcript import Turn
 from graphs.checkpoint import (
     SessionStoreError,
@@ -38,6 +38,7 @@ from graphs.session import IntakeGraph, PendingQuestion, SessionObserver, Sessio
 from graphs.state import IntakeInput, IntakeState
 from previsit import sandbox
 from previsit.config import MODEL_SPECS_HELP, Settings, build_fhir_auth, build_model, build_record_source
+from previsit.suite_cli import load_embedder
 from tools.fhir.auth import AuthConfigError
 from tools.fhir.client import check_base_url
 from tools.fhir.record import PatientNotFoundError, RecordError, RecordSource
@@ -219,6 +220,27 @@ def _image_triager(settings: Settings) -> ImageTriager | None:
     return LazyTriager(load, spec, on_unavailable=warn)
 
 
+
+def _scenario_patient(scenario: Scenario, model: ChatModel | None, settings: Settings) -> PatientResponder:
+    """The simulated patient the scenario asks for; the embedding patient loads the sentence encoder."""
+    mode = scenario.simulated_patient
+    if mode == "model" and model is None:
+        mode = "facts"
+    embedder = None
+    if mode == "embedding":
+        notes: list[str] = []
+        embedder = load_embedder(settings, notes)
+        if embedder is None:
+            raise CliError(f"{scenario.id}: the embedding patient needs the sentence encoder: {notes[-1]}")
+    diagnosis = scenario.evaluation.correct_diagnosis if scenario.evaluation else None
+    return simulated_patient(
+        scenario.brief(),
+        model if mode == "model" else None,
+        mode,
+        embedder=embedder,
+        withheld=[diagnosis] if diagnosis else [],
+    )
+
 async def _run(
     settings: Settings,
     session_id: str,
@@ -236,8 +258,7 @@ async def _run(
     model = _load_model(model_spec, settings, scenario)
     patient = None
     if scenario is not None:
-        persona_model = model if scenario.simulated_patient == "model" else None
-        patient = simulated_patient(scenario.brief(), persona_model)
+        patient = _scenario_patient(scenario, model, settings)
     context = IntakeContext(
         record_source=source,
         model=model,

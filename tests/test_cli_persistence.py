@@ -204,3 +204,37 @@ def test_a_locked_database_is_reported_and_loses_nothing(tmp_path: Path) -> None
     assert "locked" in result.stderr
     assert "Traceback" not in result.stderr
     assert _turns(tmp_path, "a") == before
+
+
+def test_a_scenario_that_asks_for_the_embedding_patient_gets_it_from_the_cli(tmp_path: Path) -> None:
+    """Regression: the CLI used to give every non-model scenario the fact patient."""
+    import asyncio
+
+    import yaml
+
+    from agents.coverage import IntakeElement
+    from agents.sentence_embeddings import load_minilm
+    from agents.simulated_patient import EmbeddingPatient
+    from graphs.scenario import load_scenario
+
+    raw = yaml.safe_load((SCENARIOS / "agentclinic-dizzy-spells-older-woman.yaml").read_text(encoding="utf-8"))
+    raw["simulated_patient"] = "embedding"
+    raw["id"] = "dizzy-embedding"
+    path = tmp_path / "dizzy-embedding.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+
+    run = _previsit("simulate", str(path), "--model", "none", data_dir=tmp_path / "data")
+    assert run.returncode == 0, run.stderr
+    session = next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("Session "))
+    turns = _turns(tmp_path / "data", session)
+    assert turns
+
+    patient = EmbeddingPatient(load_scenario(path).brief(), load_minilm())
+
+    async def expected() -> list[str]:
+        return [
+            await patient.answer(str(t["question"]), IntakeElement(str(t["element"])), int(str(t["index"])))
+            for t in turns
+        ]
+
+    assert [t["answer"] for t in turns] == asyncio.run(expected())
