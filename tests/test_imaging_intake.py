@@ -242,3 +242,25 @@ def test_chat_attaches_images_and_an_unloadable_image_model_only_warns(
     summary = (tmp_path / "out").rglob("summary.md")
     text = next(summary).read_text()
     assert "image-1 'cxr_nih_00000001_000_cardiomegaly.png' (sent at turn-1) could not be triaged" in text
+
+
+def test_a_scheduled_image_comes_once_at_its_turn_or_at_the_first_question_about_its_element() -> None:
+    from agents.coverage import IntakeElement
+    from agents.transcript import Turn
+    from graphs.images import ScheduledImage, scheduled_for
+
+    by_turn = ScheduledImage(attachment=ImageAttachment(path="/a.png"), at_turn=2)
+    by_element = ScheduledImage(attachment=ImageAttachment(path="/b.png"), at_element=IntakeElement.LOCATION)
+    schedule = [by_turn, by_element]
+    asked_location = Turn(
+        id="turn-1",
+        index=1,
+        element=IntakeElement.LOCATION,
+        question="Where?",
+        question_source="template",
+        answer="",
+        answer_chars=0,
+    )
+    assert scheduled_for(schedule, 1, IntakeElement.LOCATION, []) == [by_element.attachment]
+    assert scheduled_for(schedule, 2, IntakeElement.LOCATION, [asked_location]) == [by_turn.attachment]
+    assert scheduled_for(schedule, 3, IntakeElement.ONSET, [asked_location]) == []
