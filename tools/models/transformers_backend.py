@@ -478,14 +478,17 @@ class TransformersChatModel:
         if paths and not self.multimodal:
             notes.append(f"{len(paths)} image(s) not shown: {self._model_id} is a text-only model")
         elif paths:
+            unreadable: set[str] = set()
             for path in paths:
                 try:
                     images.append(_load_image(path))
                 except (OSError, ValueError) as exc:
+                    unreadable.add(path)
                     notes.append(f"image {Path(path).name} not shown: unreadable ({exc})")
-            if len(images) != len(paths):  # keep the placeholders and the pixel values in step
-                kept = {p for p in paths if not any(Path(p).name in n for n in notes)}
-                messages = [m.model_copy(update={"images": [p for p in m.images if p in kept]}) for m in messages]
+            if unreadable:  # keep the placeholders and the pixel values in step
+                messages = [
+                    m.model_copy(update={"images": [p for p in m.images if p not in unreadable]}) for m in messages
+                ]
         prompt = self.render_prompt(messages)
         processor: Any = self._processor
         if images:
