@@ -37,14 +37,21 @@ from graphs.scenario import Scenario, ScenarioError, load_scenario
 from graphs.session import IntakeGraph, PendingQuestion, SessionObserver, SessionView, drive_session, inspect_session
 from graphs.state import IntakeInput, IntakeState
 from previsit import sandbox
-from previsit.config import MODEL_SPECS_HELP, Settings, build_fhir_auth, build_model, build_record_source
+from previsit.config import (
+    MODEL_SPECS_HELP,
+    Settings,
+    build_fhir_auth,
+    build_image_triager,
+    build_model,
+    build_record_source,
+)
 from previsit.suite_cli import load_embedder
 from tools.fhir.auth import AuthConfigError
 from tools.fhir.client import check_base_url
 from tools.fhir.record import PatientNotFoundError, RecordError, RecordSource
 from tools.fhir.server_source import FhirRecordSource
 from tools.fhir.writeback import write_back_summary
-from tools.imaging.triage import ImageTriager, LazyTriager, SiglipTriager
+from tools.imaging.triage import ImageTriager
 from tools.models.protocol import ChatModel, ModelError
 
 EXIT_USAGE = 2
@@ -207,18 +214,11 @@ async def _stdin_patient(pending: PendingQuestion) -> str | dict[str, Any] | Non
 
 def _image_triager(settings: Settings) -> ImageTriager | None:
     """The triage model, loaded on the first image; one that cannot load leaves images untriaged, flagged."""
-    spec = settings.image_model
-    if spec.strip().lower() == "none":
-        return None
 
     def warn(message: str) -> None:
         print(f"[image] warning: {message}\n[image] images are kept untriaged and flagged.", file=sys.stderr)
 
-    def load() -> ImageTriager:
-        return SiglipTriager.load(spec, label_dir=settings.image_labels, local_files_only=True)
-
-    return LazyTriager(load, spec, on_unavailable=warn)
-
+    return build_image_triager(settings, on_unavailable=warn)
 
 
 def _scenario_patient(scenario: Scenario, model: ChatModel | None, settings: Settings) -> PatientResponder:
@@ -240,6 +240,7 @@ def _scenario_patient(scenario: Scenario, model: ChatModel | None, settings: Set
         embedder=embedder,
         withheld=[diagnosis] if diagnosis else [],
     )
+
 
 async def _run(
     settings: Settings,

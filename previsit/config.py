@@ -18,6 +18,7 @@ from tools.fhir.auth import DEFAULT_SMART_SCOPE, BearerTokenAuth, FhirAuth, NoAu
 from tools.fhir.bundle_source import BundleRecordSource
 from tools.fhir.record import RecordSource
 from tools.fhir.server_source import FhirRecordSource
+from tools.imaging.triage import ImageTriager, LazyTriager, SiglipTriager
 from tools.models.protocol import ChatModel, ModelUnavailableError
 from tools.models.scripted import ScriptedChatModel
 
@@ -169,3 +170,19 @@ def build_model(
 
         return build_openai_model(target)
     raise ModelUnavailableError(f"Unknown model {spec!r}. Use one of: {MODEL_SPECS_HELP}.")
+
+
+def build_image_triager(settings: Settings, on_unavailable: Callable[[str], None] | None = None) -> ImageTriager | None:
+    """The configured triage model, loaded on the first image (None when it is set to 'none').
+
+    One that cannot load is reported once through `on_unavailable`; the intake goes on and its
+    images are kept untriaged, flagged.
+    """
+    spec = settings.image_model
+    if spec.strip().lower() == "none":
+        return None
+
+    def load() -> ImageTriager:
+        return SiglipTriager.load(spec, label_dir=settings.image_labels, local_files_only=True)
+
+    return LazyTriager(load, spec, on_unavailable=on_unavailable)

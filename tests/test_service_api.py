@@ -403,9 +403,10 @@ async def test_an_image_answer_is_stored_under_a_random_name_and_shown_to_clinic
         assert fetched.headers["content-type"] == "image/png"
         hidden = await api.client.get(f"/api/sessions/{sid}/images/{image['id']}", headers=patient_headers(created))
         assert hidden.status_code == 401
-        # The intake recorded the attachment (no triage model is configured here, and it says so).
+        # The intake recorded the attachment; the default triage model is not on this machine, and it says so.
         [seen] = (await api.state(sid))["turns"][0]["images"]
-        assert seen["ref"] == "image-1" and seen["status"] == "not_triaged" and seen["error"]
+        assert seen["ref"] == "image-1" and seen["status"] == "triage_failed"
+        assert "huggingface-cli download google/medsiglip-448" in seen["error"]
         assert image["status"] is None and image["error"] is None  # the patient's view carries none of it
 
         dicom = (REPO_ROOT / "fixtures" / "images" / "encapsulated_cxr.dcm").read_bytes()
@@ -479,3 +480,36 @@ async def test_logs_carry_no_patient_words_tokens_or_query_strings(
     assert f"/api/sessions/{created['session_id']}/messages 200" in text
     assert "Rumpelstiltskin" not in text and created["patient_token"] not in text and "token=" not in text
     assert "Malik" not in text and CLINICIAN["Authorization"].split()[1] not in text
+
+
+async def test_an_uploaded_image_is_triaged_by_the_configured_model_and_the_signal_reaches_clinicians_only(
+    tmp_path: Path, tiny_siglip_dir: Path
+) -> None:
+    """The service loads the triage model named in the settings (the tiny SigLIP through the real loading path)."""
+    config = make_config(tmp_path)
+    settings = config.settings.model_copy(update={"image_model": str(tiny_siglip_dir)})
+    config = config.model_copy(update={"settings": settings})
+    async with running(config) as api:
+        created = await api.create()
+        sid = created["session_id"]
+        xray = (REPO_ROOT / "fixtures" / "images" / "cxr_nih_00000001_000_cardiomegaly.png").read_bytes()
+        response = await api.client.post(
+            f"/api/sessions/{sid}/images",
+            files={"file": ("chest.png", xray, "image/png")},
+            data={"text": "my chest x-ray from last week", "modality": "chest_xray"},
+            headers=patient_headers(created),
+        )
+        assert response.status_code == 200, response.text
+        patient_view = response.json()
+        assert patient_view["turns"][0]["images"][0]["triage"] is None
+        assert "triage" not in str(patient_view.get("question") or "").lower()
+
+        [seen] = (await api.state(sid))["turns"][0]["images"]
+        assert seen["status"] == "triaged", seen
+        assert seen["triage"]
+
+        finished = await api.finish({**created, "state": patient_view})
+        assert finished["status"] == "finished"
+        markdown = await api.client.get(f"/api/sessions/{sid}/summary?format=markdown", headers=CLINICIAN)
+        assert "Image triage signal (not a diagnosis)" in markdown.text
+        assert "image-1" in markdown.text

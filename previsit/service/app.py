@@ -23,7 +23,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from previsit.config import build_model, build_record_source
+from previsit.config import build_image_triager, build_model, build_record_source
 from previsit.service.backend import open_backend
 from previsit.service.config import ServiceConfig
 from previsit.service.middleware import AccessLogMiddleware, BodyLimitMiddleware
@@ -31,6 +31,7 @@ from previsit.service.problems import install_problem_handlers
 from previsit.service.routes import router
 from previsit.service.sessions import RecordSourceFactory, SessionService
 from tools.fhir.record import RecordSource
+from tools.imaging.triage import ImageTriager
 from tools.models.protocol import ChatModel
 
 log = logging.getLogger("previsit.service")
@@ -61,6 +62,10 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
+def _triage_unavailable(message: str) -> None:
+    log.warning("image triage model unavailable; uploads are kept untriaged and flagged: %s", message)
+
+
 def _install_pages(app: FastAPI) -> None:
     """The patient and clinician pages (previsit.service.pages), when that module is present."""
     if importlib.util.find_spec("previsit.service.pages") is None:
@@ -77,8 +82,9 @@ def create_app(
     *,
     model: ChatModel | object | None = _UNSET,
     record_sources: RecordSourceFactory | None = None,
+    image_triager: ImageTriager | object | None = _UNSET,
 ) -> FastAPI:
-    """The previsit HTTP service. `model`/`record_sources` replace what the config names (tests)."""
+    """The previsit HTTP service. `model`/`record_sources`/`image_triager` replace what the config names (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,12 +92,18 @@ def create_app(
             chat_model = await asyncio.to_thread(build_model, config.settings.model, config.settings)
         else:
             chat_model = cast("ChatModel | None", model)
+        triager = (
+            build_image_triager(config.settings, on_unavailable=_triage_unavailable)
+            if image_triager is _UNSET
+            else cast("ImageTriager | None", image_triager)
+        )
         async with open_backend(config.db, lock_timeout_s=config.settings.lock_timeout_s) as backend:
             service = SessionService(
                 config,
                 backend,
                 chat_model,
                 record_sources or _default_record_sources(config),
+                triager,
             )
             app.state.sessions = service
             log.info("previsit service ready (%s, model %s)", backend.description, config.settings.model)

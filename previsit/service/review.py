@@ -116,7 +116,7 @@ def record_edits(state: IntakeState, data: SessionData, patch_edits: list[EditRe
 
 
 def markdown_with_review(summary: ClinicianSummary, state: IntakeState, data: SessionData) -> str:
-    text = render_markdown(summary, state.turns)
+    text = render_markdown(summary, state.turns, state.images)
     lines: list[str] = []
     if data.clinician_note:
         lines += ["", "## Clinician note", "", data.clinician_note]

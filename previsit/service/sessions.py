@@ -46,6 +46,7 @@ from previsit.service.store import ApiStatus, SessionData, SessionRecord
 from previsit.service.tokens import issue_token
 from tools.fhir.record import PatientNotFoundError, RecordError, RecordSource
 from tools.imaging.records import ImageRecord
+from tools.imaging.triage import ImageTriager
 from tools.models.protocol import ChatModel
 
 log = logging.getLogger("previsit.service")
@@ -101,8 +102,10 @@ class SessionService:
         backend: Backend,
         model: ChatModel | None,
         record_sources: RecordSourceFactory,
+        image_triager: ImageTriager | None = None,
     ) -> None:
         self.config = config
+        self.image_triager = image_triager
         self.store = backend.store
         self.graph: IntakeGraph = compile_intake_graph(backend.checkpointer)
         self.model = model
@@ -143,6 +146,7 @@ class SessionService:
             chart_token_budget=settings.chart_token_budget,
             safety_model_check=settings.safety_model_check,
             stale_after_days=settings.stale_after_days,
+            image_triager=self.image_triager,
         )
 
     async def advance(self, session_id: str, payload: Any, context: IntakeContext, emit: Emit = _no_emit) -> None:
