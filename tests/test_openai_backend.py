@@ -1,9 +1,10 @@
 """The OpenAI-compatible backend against a fake server that speaks the wire format (tests/openai_fake_server.py).
 
-No OpenAI-compatible server binary installs here in test time, so these tests drive the backend
-through `httpx.MockTransport`; the one exception is "server down", which uses a real closed port
-on 127.0.0.1. tests/test_openai_llama_server.py runs the same backend against a real llama.cpp
-server when its binary is present.
+Faults a real server will not produce on demand (a 500 then success, 429 with Retry-After, a
+stream cut mid-way, garbled JSON) are planned here through `httpx.MockTransport`; "server down"
+uses a real closed port on 127.0.0.1. tests/test_openai_llama_server.py runs the same backend
+against a real llama.cpp server (structured output, streaming, /tokenize, an intake, a killed
+server) when its binary is present (scripts/build_llama_server.sh).
 """
 
 from __future__ import annotations
