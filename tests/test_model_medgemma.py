@@ -318,3 +318,20 @@ def test_four_bit_needs_bitsandbytes_and_says_so(tiny_gemma_text: Path) -> None:
         pytest.skip("bitsandbytes is installed here")
     with pytest.raises(ModelUnavailableError, match="4-bit loading needs bitsandbytes"):
         TransformersChatModel.load(str(tiny_gemma_text), quantization="4bit")
+
+
+def test_a_corrupt_checkpoint_is_named_not_a_traceback(tiny_gemma_text: Path, tmp_path: Path) -> None:
+    import shutil
+
+    garbled = tmp_path / "garbled-config"
+    garbled.mkdir()
+    (garbled / "config.json").write_text("{not json")
+    with pytest.raises(ModelUnavailableError, match=f"Could not read the checkpoint at {garbled}"):
+        TransformersChatModel.load(str(garbled))
+
+    truncated = tmp_path / "truncated-weights"
+    shutil.copytree(tiny_gemma_text, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelUnavailableError, match=f"Could not load {truncated}"):
+        TransformersChatModel.load(str(truncated))

@@ -251,13 +251,11 @@ def load_checkpoint(
             model = model.to(device)
     except ModelUnavailableError:
         raise
-    except BaseException as exc:
+    except Exception as exc:  # corrupt weights raise library-specific errors (SafetensorError, ...)
         if is_out_of_memory(exc):
             raise ModelUnavailableError(out_of_memory_message(name, quantization, exc)) from exc
-        if isinstance(exc, (OSError, ValueError, RuntimeError, KeyError, ImportError)):
-            hint = "" if local else f" {download_hint(source)}"
-            raise ModelUnavailableError(f"Could not load {source}: {exc}.{hint}") from exc
-        raise
+        hint = "" if local else f" {download_hint(source)}"
+        raise ModelUnavailableError(f"Could not load {source}: {type(exc).__name__}: {exc}.{hint}") from exc
 
     record = LoadedCheckpoint(
         model_id=name,
