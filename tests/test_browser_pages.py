@@ -558,6 +558,8 @@ def test_a_photo_reaches_the_clinician_with_its_triage_signal_and_never_the_pati
     assert reply.value.status == 200
     expect(page.locator("#upload-result")).to_contain_text("small_rgb.jpeg")
     expect(page.locator(".bubble.answer")).to_contain_text("Photo attached: small_rgb.jpeg")
+    # The turn is done (triage included: the configured model is not on this machine) when the next question shows.
+    expect(page.locator(".bubble.question")).to_have_count(2, timeout=60_000)
     assert "triage" not in page.locator("main").inner_text().lower()
     screenshot(page, artifacts, "patient-photo")
 
