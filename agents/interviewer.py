@@ -9,7 +9,7 @@ discarded for the template. So even a weak model cannot derail the interview.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -157,6 +157,7 @@ def build_request(
     chart: str,
     conversation: list[tuple[str, str]],
     reason: str | None,
+    turn_images: Mapping[int, list[str]] | None = None,
 ) -> ChatRequest:
     """The prompt, laid out so that each turn's prompt extends the previous one.
 
@@ -165,6 +166,11 @@ def build_request(
     each turn (the next topic and its template question). So turn n+1's prompt starts with all of
     turn n's prompt except that last instruction: a KV cache (the transformers backend's prefix
     cache, vLLM's prefix caching) serves everything up to the newest answer.
+
+    `turn_images` (conversation index -> image file paths) puts the images a patient attached on
+    that answer's message, so a multimodal model sees each image beside the words it came with;
+    a text-only backend leaves them out and says so. Triage results never go in: the interviewer
+    must not steer the patient by them.
     """
     context = (
         f"Reason for visit on the booking: {reason or 'not given'}\n"
@@ -184,7 +190,8 @@ def build_request(
             messages.append(ChatMessage(role="assistant", content=question))
             said = f"Patient: {answer[:600]}"
             last = index == len(conversation) - 1
-            messages.append(ChatMessage(role="user", content=f"{said}\n\n{ask}" if last else said))
+            images = list((turn_images or {}).get(index, []))
+            messages.append(ChatMessage(role="user", content=f"{said}\n\n{ask}" if last else said, images=images))
     return ChatRequest(task=f"interviewer.ask:{element.value}", messages=messages, max_new_tokens=96)
 
 
@@ -196,6 +203,7 @@ async def propose_question(
     conversation: list[tuple[str, str]],
     reason: str | None,
     on_question_delta: Callable[[str], None] | None = None,
+    turn_images: Mapping[int, list[str]] | None = None,
 ) -> ProposedQuestion:
     """The next question; raises `ModelError` only through the caller's choice to record it.
 
@@ -207,7 +215,7 @@ async def propose_question(
     template = template_question(element, record, reason)
     if model is None:
         return ProposedQuestion(element=element, text=template, source="template")
-    request = build_request(element, template, chart, conversation, reason)
+    request = build_request(element, template, chart, conversation, reason, turn_images)
     if on_question_delta is not None and isinstance(model, StreamingChatModel):
         field = JsonFieldStream("question", on_question_delta)
         reply = await model.complete_streaming(request, InterviewerQuestion, field.feed)

@@ -89,6 +89,16 @@ def _question_stream(turn: int) -> Callable[[str], None] | None:
     return emit
 
 
+def _images_by_turn(state: IntakeState) -> dict[int, list[str]]:
+    """Readable attached images per transcript index, for a multimodal interviewer (never their triage)."""
+    index_of = {turn.id: i for i, turn in enumerate(state.turns)}
+    shown: dict[int, list[str]] = {}
+    for image in state.images:
+        if image.status != "unreadable" and image.turn_id in index_of:
+            shown.setdefault(index_of[image.turn_id], []).append(image.path)
+    return shown
+
+
 async def interviewer_turn(state: IntakeState, context: IntakeContext) -> dict[str, Any]:
     """Pick the next open element (code) and have the model phrase one question about it."""
     element = state.coverage.open_elements(context.max_attempts_per_element)[0]
@@ -104,6 +114,7 @@ async def interviewer_turn(state: IntakeState, context: IntakeContext) -> dict[s
             conversation,
             state.reason_for_visit,
             on_question_delta=_question_stream(len(state.turns) + 1),
+            turn_images=_images_by_turn(state),
         )
     except ModelError as exc:
         proposed = ProposedQuestion(

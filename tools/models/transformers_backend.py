@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tools.imaging.errors import ImageInputError
 from tools.models.constrained import DEFAULT_MAX_THINKING_TOKENS, JsonAfterThinking
 from tools.models.hub import LoadedCheckpoint, PretrainedLoader, load_checkpoint
 from tools.models.local_weights import LocalWeights, load_gguf_cached, smollm2_135m_instruct
@@ -235,12 +236,10 @@ class _TextStreamer:
 
 
 def _load_image(path: str) -> Any:
-    """An RGB PIL image with EXIF orientation applied (validation proper lives in the image tools)."""
-    from PIL import Image, ImageOps
+    """An 8-bit RGB PIL image through the intake's own loader: DICOM, 16-bit windowing, EXIF, size limits."""
+    from tools.imaging.load import load_image
 
-    with Image.open(path) as image:
-        image.load()
-        return ImageOps.exif_transpose(image).convert("RGB")
+    return load_image(path).image
 
 
 class TransformersChatModel:
@@ -482,7 +481,7 @@ class TransformersChatModel:
             for path in paths:
                 try:
                     images.append(_load_image(path))
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, ImageInputError) as exc:
                     unreadable.add(path)
                     notes.append(f"image {Path(path).name} not shown: unreadable ({exc})")
             if unreadable:  # keep the placeholders and the pixel values in step
