@@ -64,6 +64,8 @@ _MISSING_WHY: dict[StopReason, str] = {
     "patient_ended": "the patient ended the interview first",
     "question_cap": "the question limit was reached first",
     "red_flag": "the intake stopped for a red flag",
+    "ended_by_clinician": "a clinician ended the interview first",
+    "escalated_by_clinician": "a clinician escalated the intake first",
 }
 
 

@@ -56,7 +56,9 @@ class UncertaintyFlag(BaseModel):
     evidence: list[SourceRef] = Field(default_factory=list)
 
 
-StopReason = Literal["covered", "patient_ended", "question_cap", "red_flag"]
+StopReason = Literal[
+    "covered", "patient_ended", "question_cap", "red_flag", "ended_by_clinician", "escalated_by_clinician"
+]
 
 
 class ClinicianSummary(BaseModel):

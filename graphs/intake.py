@@ -34,7 +34,7 @@ from agents.transcript import MAX_ANSWER_CHARS, Turn, clean_answer, excerpt
 from agents.verifier import model_check, verify_summary
 from graphs.context import IntakeContext
 from graphs.images import record_attachments, scheduled_for
-from graphs.patient_message import as_patient_message
+from graphs.patient_message import as_patient_message, as_stop_request
 from graphs.render import render_markdown
 from graphs.state import IntakeInput, IntakeOutput, IntakeState
 from tools.fhir.chart_context import build_chart_context
@@ -54,6 +54,8 @@ def _count_words(text: str) -> int:
 def _current_stop(state: IntakeState, context: IntakeContext) -> StopReason | None:
     if state.red_flags:
         return "red_flag"
+    if state.stop_requested is not None:
+        return state.stop_requested
     return stop_reason(
         state.coverage,
         questions_asked=len(state.turns),
@@ -147,6 +149,12 @@ async def patient_turn(state: IntakeState, context: IntakeContext) -> dict[str, 
         raw: Any = await context.patient.answer(pending.text, pending.element, index)
     else:
         raw = interrupt({"turn": index, "question": pending.text, "element": pending.element.value})
+    request = as_stop_request(raw)
+    if request is not None:  # the question goes unanswered; no turn is recorded
+        stopped: dict[str, Any] = {"pending": None, "stop_requested": request.stop}
+        if request.patient_message:
+            stopped["patient_message"] = request.patient_message
+        return stopped
     message = as_patient_message(raw)
     attachments = list(message.images)
     if context.patient is not None:
@@ -175,6 +183,8 @@ async def patient_turn(state: IntakeState, context: IntakeContext) -> dict[str, 
 
 async def safety_screen(state: IntakeState, context: IntakeContext) -> dict[str, Any]:
     """Rules on every answer, then (if enabled) the model; a red flag escalates and stops the intake."""
+    if state.stop_requested is not None:  # stopped from outside: no new answer to screen
+        return {}
     turn = state.turns[-1]
     flags = screen_rules(turn.answer, turn.id)
     events: list[ModelEvent] = []

@@ -5,11 +5,15 @@ alone, as the CLI chat sends) or a `PatientMessage` dumped to a dict (what the H
 image-capable clients send). Images travel by path to a file the caller has already stored (the
 service keeps uploads under its session directory), never as bytes in the checkpoint, so a
 resumed session finds the same file again.
+
+The same resume can instead carry a `StopRequest`: ending or escalating the interview from outside
+(the patient's "end" button, a clinician). It goes through the graph's own path, the pending
+question is dropped without recording a turn, and the summary's stop reason says who stopped it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,3 +49,26 @@ def as_patient_message(raw: Any) -> PatientMessage:
     if isinstance(raw, dict) and ("text" in raw or "images" in raw):
         return PatientMessage.model_validate(raw)
     return PatientMessage(text="" if raw is None else str(raw))
+
+
+StopRequestReason = Literal["patient_ended", "ended_by_clinician", "escalated_by_clinician"]
+
+
+class StopRequest(BaseModel):
+    """Stop the interview at the pending question, from outside the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stop: StopRequestReason
+    patient_message: str | None = Field(
+        default=None, description="What the patient is told instead of the usual closing words."
+    )
+
+
+def as_stop_request(raw: Any) -> StopRequest | None:
+    """A resume value that asks to stop, or None for an ordinary answer."""
+    if isinstance(raw, StopRequest):
+        return raw
+    if isinstance(raw, dict) and "stop" in raw:
+        return StopRequest.model_validate(raw)
+    return None

@@ -18,6 +18,7 @@ from agents.interviewer import ProposedQuestion
 from agents.safety import RedFlag
 from agents.summary_schema import ClinicianSummary, StopReason
 from agents.transcript import Turn
+from graphs.patient_message import StopRequestReason
 from tools.fhir.record import PatientRecord
 from tools.imaging.records import ImageRecord
 
@@ -59,6 +60,9 @@ class IntakeState(IntakeInput):
         default_factory=list, description="Model calls that failed, needed repair or were overruled."
     )
     ended_by_patient: bool = Field(default=False, description="The patient asked to end the interview.")
+    stop_requested: StopRequestReason | None = Field(
+        default=None, description="Someone outside the conversation stopped it (end button, clinician)."
+    )
     stop_reason: StopReason | None = Field(default=None, description="Why the interview stopped, once it has.")
     summary: ClinicianSummary | None = Field(default=None, description="The summary, draft then verified.")
     markdown: str = Field(default="", description="The summary rendered for clinicians.")

@@ -19,6 +19,7 @@ from agents.coverage import IntakeElement
 from agents.safety import ESCALATION_MESSAGE
 from graphs.context import IntakeContext
 from graphs.intake import CLOSING_MESSAGE, compile_intake_graph
+from graphs.patient_message import StopRequest
 from graphs.session import IntakeGraph
 from graphs.state import IntakeInput, IntakeOutput
 from tools.fhir.memory_source import InMemoryRecordSource
@@ -148,6 +149,24 @@ async def test_the_patient_can_end_the_interview(graph: IntakeGraph, lisinopril_
     )
     assert output.stop_reason == "patient_ended"
     assert len(output.turns) == 2
+
+
+@pytest.mark.parametrize("after", [0, 2])
+async def test_a_stop_request_from_outside_drops_the_pending_question_and_says_who_stopped(
+    graph: IntakeGraph, lisinopril_record: PatientRecord, after: int
+) -> None:
+    patient = LivePatient(graph, _context(lisinopril_record))
+    result = await patient.start(IntakeInput(patient_id="p-1"))
+    for answer in ["A sore knee.", "Since Monday."][:after]:
+        result = await graph.ainvoke(Command(resume=answer), patient.config, context=patient.context)
+    request = StopRequest(stop="escalated_by_clinician", patient_message="Your care team will call you.")
+    result = await graph.ainvoke(Command(resume=request.model_dump()), patient.config, context=patient.context)
+    output = IntakeOutput.model_validate(result)
+    assert "__interrupt__" not in result
+    assert output.stop_reason == "escalated_by_clinician" and len(output.turns) == after
+    assert output.patient_message == "Your care team will call you."
+    assert output.summary is not None and output.summary.questions_asked == after
+    assert not output.red_flags
 
 
 async def test_a_red_flag_escalates_stops_and_opens_the_summary(

@@ -190,6 +190,8 @@ async def test_the_reply_streams_as_server_sent_events_ending_with_the_state(tmp
 
         ended = await api.client.post(f"/api/sessions/{created['session_id']}/end", headers=CLINICIAN)
         assert ended.status_code == 200
+        summary = (await api.client.get(f"/api/sessions/{created['session_id']}/summary", headers=CLINICIAN)).json()
+        assert summary["stop_reason"] == "ended_by_clinician" and summary["questions_asked"] == 1
         refused = await api.client.post(
             f"/api/sessions/{created['session_id']}/messages",
             json={"text": "hello?"},
@@ -246,6 +248,12 @@ async def test_escalation_stops_the_intake_by_a_red_flag_or_by_the_clinician(tmp
         assert escalated.status_code == 200
         assert escalated.json()["status"] == "escalated" and escalated.json()["red_flag"] is False
         assert "care team" in escalated.json()["patient_message"]
+        assert escalated.json()["turns"] == [] and escalated.json()["question"] is None
+        summary = (await api.client.get(f"/api/sessions/{sent_back['session_id']}/summary", headers=CLINICIAN)).json()
+        assert summary["stop_reason"] == "escalated_by_clinician" and summary["questions_asked"] == 0
+        assert "Not covered: chief complaint (a clinician escalated the intake first)." in [
+            flag["message"] for flag in summary["flags"]
+        ]
         assert (await api.answer(sent_back, "hello")).status_code == 409
         by_patient = await api.client.post(
             f"/api/sessions/{sent_back['session_id']}/escalate", headers=patient_headers(sent_back)

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import CONFIG_KEY_RUNTIME
-from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agents.transcript import clean_answer
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
-from graphs.patient_message import PatientMessage
+from graphs.patient_message import PatientMessage, StopRequest
 from graphs.session import IntakeGraph, SessionView, inspect_session
 from graphs.state import IntakeInput, IntakeState
 from previsit.service.backend import Backend
@@ -357,17 +355,21 @@ class SessionService:
                     raise Problem(409, "This intake has already ended.", kind="session-ended")
             else:
                 assert view.state is not None
-                update: dict[str, Any] = {"ended_by_patient": True, "pending": None}
-                if escalate:
-                    update["patient_message"] = CLINICIAN_ESCALATION_MESSAGE
                 context = self.context(view.state.patient_id)
-                # Written as if the safety screen had just run, so the graph's own router sends the
-                # thread to summarize (ended_by_patient stops it). The router needs the run-time
-                # context, which update_state does not pass on its own; it is handed in the config.
-                config = _config(session_id)
-                config["configurable"][CONFIG_KEY_RUNTIME] = Runtime(context=context)
-                await self.graph.aupdate_state(config, update, as_node="safety_screen")
-                await asyncio.shield(self.spawn(self.advance(session_id, None, context)))
+                if view.status == "in_progress":  # a process died mid-turn: finish that step first
+                    await self.advance(session_id, None, context)
+                    view = await self.inspect(session_id)
+                if view.status != "finished":
+                    request = StopRequest(
+                        stop="escalated_by_clinician"
+                        if escalate
+                        else ("ended_by_clinician" if by_clinician else "patient_ended"),
+                        patient_message=CLINICIAN_ESCALATION_MESSAGE if escalate else None,
+                    )
+                    # The graph's own resume path: the pending question is dropped and the router,
+                    # which sees the stop request, sends the thread to summarize.
+                    stop: Command[Any] = Command(resume=request.model_dump())
+                    await asyncio.shield(self.spawn(self.advance(session_id, stop, context)))
                 data.ended = not escalate
             data.escalated = data.escalated or escalate
             log.info(
