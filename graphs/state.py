@@ -39,6 +39,14 @@ class IntakeInput(BaseModel):
     model_spec: str = Field(
         default="none", description="The model backend the session started with; resume uses the same."
     )
+    fhir_base: str | None = Field(
+        default=None,
+        description="The FHIR server the session reads its record from and writes back to, as given (a URL "
+        "or 'sandbox'); resume and write-back use it again. None: the fixture bundles.",
+    )
+    write_back: bool = Field(
+        default=False, description="Write the summary to the FHIR server once finished, also after a resume."
+    )
 
 
 class IntakeState(IntakeInput):

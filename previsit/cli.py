@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from agents.simulated_patient import PatientResponder, simulated_patient
 from agents.transcript import Turn
@@ -109,6 +110,31 @@ def _fhir_base(settings: Settings) -> str | None:
         return check_base_url(sandbox.resolve_base(settings.fhir_base, settings.data_dir))
     except (sandbox.SandboxError, RecordError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+def _stored_base(settings: Settings) -> str | None:
+    """The FHIR base as the session keeps it (credentials in the URL are never stored)."""
+    if not settings.fhir_base:
+        return None
+    parts = urlsplit(settings.fhir_base)
+    if parts.username or parts.password:
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=host))
+    return settings.fhir_base
+
+
+def _session_settings(settings: Settings, args: argparse.Namespace, state: IntakeState) -> Settings:
+    """The settings a later command on a session runs with: its own FHIR server unless one is given."""
+    given = getattr(args, "fhir_base", None)
+    if given is None and state.fhir_base is not None:
+        print(f"FHIR server: {state.fhir_base} (the one this session started with)")
+        return settings.model_copy(update={"fhir_base": state.fhir_base})
+    if given is not None and state.fhir_base is not None and given != state.fhir_base:
+        print(
+            f"warning: this session started with FHIR server {state.fhir_base}; using {given} as asked.",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _record_source(settings: Settings, bound_patient: str | None) -> RecordSource:
@@ -360,6 +386,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         max_questions=max_questions,
         scenario_path=str(Path(args.scenario).resolve()),
         model_spec=settings.model,
+        fhir_base=_stored_base(settings),
+        write_back=args.writeback,
     )
     print(f"Simulated intake: {scenario.title} (patient {scenario.patient_id})")
     return asyncio.run(
@@ -384,6 +412,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         reason_for_visit=args.reason,
         max_questions=settings.max_questions,
         model_spec=settings.model,
+        fhir_base=_stored_base(settings),
     )
     print(
         "You are the patient. Type your answer and press Enter; 'that's all' ends the interview; "
@@ -409,6 +438,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     view = asyncio.run(_load_view(settings, args.session_id))
     state = view.state
     assert state is not None
+    settings = _session_settings(settings, args, state)
     if view.status == "finished":
         print(f"Session {args.session_id} is already finished.")
         _report(view, settings, sys.stdout, args.out)
@@ -432,6 +462,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             model_spec=spec,
             live=scenario is None,
             out_dir=args.out,
+            writeback=args.writeback or state.write_back,
         )
     )
 
@@ -483,9 +514,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_writeback(args: argparse.Namespace) -> int:
     settings = _settings(args)
     view = asyncio.run(_load_view(settings, args.session_id))
-    if view.status != "finished":
+    if view.status != "finished" or view.state is None:
         raise CliError(f"session {args.session_id} is {view.status.replace('_', ' ')}; finish it first", EXIT_USAGE)
-    asyncio.run(_write_back(settings, view))
+    asyncio.run(_write_back(_session_settings(settings, args, view.state), view))
     return 0
 
 
@@ -635,6 +666,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--model", help="override the model the session started with")
     resume.add_argument("--image-model", help=IMAGE_MODEL_HELP)
     resume.add_argument("--out", type=Path, help="output folder for summary.json/.md")
+    resume.add_argument(
+        "--writeback",
+        action="store_true",
+        help="write the finished summary to the session's FHIR server (a session started with --writeback does)",
+    )
     resume.set_defaults(func=cmd_resume)
 
     show = sub.add_parser("show", parents=[common], help="show a session's state and transcript")

@@ -20,11 +20,11 @@ MALIK_BUNDLE = next((RECORDS / "synthea").glob("Malik_Ward_*.json"))
 MALIK_SCENARIO = SCENARIOS / "synthea-malik-ward-bruising-polypharmacy.yaml"
 
 
-def _previsit(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def _previsit(*args: str, data_dir: Path, typed: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREVISIT_FHIR")}
     return subprocess.run(
         [sys.executable, "-m", "previsit", *args, "--data-dir", str(data_dir)],
-        input="",
+        input=typed,
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -74,9 +74,34 @@ def test_sandbox_simulate_and_write_back_twice(data_dir: Path) -> None:
     assert written and int(written.group(1)) >= 2, run.stdout
     assert "created  Composition/" in run.stdout and "created  QuestionnaireResponse/" in run.stdout
 
-    rewrite = _previsit("writeback", "malik-fhir", "--fhir-base", "sandbox", data_dir=data_dir)
+    rewrite = _previsit("writeback", "malik-fhir", data_dir=data_dir)
     assert rewrite.returncode == 0, rewrite.stderr
+    assert "FHIR server: sandbox (the one this session started with)" in rewrite.stdout
     assert f"0 created, {written.group(1)} already there" in rewrite.stdout
+
+    # A live chat paused after one answer (Ctrl-D), resumed later without naming the server again.
+    paused = _previsit(
+        "chat",
+        "--patient",
+        "57df2519-872e-4b5e-8743-264db11d4e5b",
+        "--model",
+        "none",
+        "--session",
+        "malik-chat",
+        "--fhir-base",
+        "sandbox",
+        data_dir=data_dir,
+        typed="Bruises on my arms since last week.\n",
+    )
+    assert paused.returncode == 0, paused.stderr
+    assert "is paused with 1 answer(s) saved" in paused.stdout
+    resumed = _previsit(
+        "resume", "malik-chat", "--writeback", data_dir=data_dir, typed="That's all, I want to stop now.\n"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "FHIR server: sandbox (the one this session started with)" in resumed.stdout
+    assert "Warfarin" in resumed.stdout and "CLINICIAN SUMMARY" in resumed.stdout
+    assert re.search(r"write-back \(read-then-put\): [1-9]\d* created, 0 already there", resumed.stdout)
 
     unknown = _previsit("chat", "--patient", "nobody", "--fhir-base", "sandbox", data_dir=data_dir)
     assert unknown.returncode == 2 and "No patient 'nobody'" in unknown.stderr
