@@ -541,17 +541,38 @@ def cmd_scenarios_import(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from previsit.service.clinician_keys import ClinicianKeysError
     from previsit.service.serve import serve  # the web stack loads only for this command
 
     settings = _settings(args)
-    return serve(
-        settings,
-        host=args.host,
-        port=args.port,
-        db=args.db,
-        fhir_base=_fhir_base(settings),
-        cors_origins=args.cors_origin,
-    )
+    try:
+        return serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            fhir_base=_fhir_base(settings),
+            cors_origins=args.cors_origin,
+        )
+    except ClinicianKeysError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+def cmd_clinician_key(args: argparse.Namespace) -> int:
+    """`previsit clinician-key NAME`: a new named key for the service, printed once, stored as a digest."""
+    from previsit.service.clinician_keys import ClinicianKeysError, add_clinician_key
+    from previsit.service.config import named_keys_file
+
+    settings = _settings(args)
+    path = args.keys_file or Path(os.environ.get("PREVISIT_CLINICIAN_KEYS_FILE") or named_keys_file(settings.data_dir))
+    try:
+        key = add_clinician_key(path, args.name)
+    except ClinicianKeysError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    print(f"Clinician key for {args.name} (shown once; only its SHA-256 is kept in {path}):")
+    print(key)
+    print("The service reads the file when it starts; remove the line to revoke the key.", file=sys.stderr)
+    return 0
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -683,6 +704,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     writeback.add_argument("session_id")
     writeback.set_defaults(func=cmd_writeback)
+
+    keys = sub.add_parser(
+        "clinician-key", parents=[common], help="make a named clinician key for the service (printed once)"
+    )
+    keys.add_argument("name", help="the clinician's name, recorded on edits and approvals made with this key")
+    keys.add_argument(
+        "--keys-file",
+        type=Path,
+        help="keys file (default <data-dir>/named_clinician_keys; env PREVISIT_CLINICIAN_KEYS_FILE)",
+    )
+    keys.set_defaults(func=cmd_clinician_key)
 
     box = sub.add_parser("sandbox", parents=[common], help="the embedded local FHIR server (SEKMET)")
     box.add_argument("action", choices=["up", "load", "down", "status"], help="start, load bundles, stop, status")

@@ -1,4 +1,4 @@
-"""Who may call what: the clinician key, and per-session patient tokens.
+"""Who may call what: clinician keys (shared or named), and per-session patient tokens.
 
 Both arrive as `Authorization: Bearer ...` (never in a URL, so never in an access log). Comparisons
 are constant-time. A patient token opens only its own session, and only while its nonce is the
@@ -42,9 +42,18 @@ def _service(request: Request) -> SessionService:
     return service
 
 
-def _is_clinician(request: Request, credential: str) -> bool:
-    key = _service(request).config.clinician_key.get_secret_value()
-    return hmac.compare_digest(credential.encode("utf-8"), key.encode("utf-8"))
+def _as_clinician(request: Request, credential: str) -> Caller | None:
+    """The clinician this credential is: a named key's name, or the shared key's `X-Clinician-Name`."""
+    config = _service(request).config
+    named = config.clinician_keys.name_for(credential)
+    if named is not None:
+        return Caller("clinician", named)
+    shared = config.clinician_key
+    if shared is not None and hmac.compare_digest(
+        credential.encode("utf-8"), shared.get_secret_value().encode("utf-8")
+    ):
+        return Caller("clinician", _clinician_name(request))
+    return None
 
 
 def _clinician_name(request: Request) -> str:
@@ -53,10 +62,11 @@ def _clinician_name(request: Request) -> str:
 
 
 async def clinician(request: Request) -> Caller:
-    """Dependency: the clinician key, or 401."""
-    if not _is_clinician(request, _bearer(request)):
+    """Dependency: a clinician key (shared or named), or 401."""
+    caller = _as_clinician(request, _bearer(request))
+    if caller is None:
         raise Problem(401, "The clinician credential is not valid.", kind="bad-credential", headers=_CHALLENGE)
-    return Caller("clinician", _clinician_name(request))
+    return caller
 
 
 async def _patient_token(request: Request, session_id: str, credential: str) -> Caller:
@@ -83,6 +93,7 @@ async def patient(request: Request, session_id: str) -> Caller:
 async def patient_or_clinician(request: Request, session_id: str) -> Caller:
     """Dependency: this session's patient token or the clinician key."""
     credential = _bearer(request)
-    if _is_clinician(request, credential):
-        return Caller("clinician", _clinician_name(request))
+    caller = _as_clinician(request, credential)
+    if caller is not None:
+        return caller
     return await _patient_token(request, session_id, credential)

@@ -2,6 +2,8 @@
 
 Secrets come from the environment when set; otherwise they are generated once and kept in the data
 directory (mode 0600), so a restart keeps every patient link and the clinician key working.
+Named clinician keys (`previsit clinician-key NAME`) live in their own file; once there are any,
+the shared key is off unless `PREVISIT_CLINICIAN_KEY` sets one explicitly.
 Several processes sharing one Postgres database must share the same secret: set
 `PREVISIT_SERVICE_SECRET` for all of them (or point them at the same data directory).
 """
@@ -17,9 +19,11 @@ from pydantic import BaseModel, Field, SecretStr
 
 from graphs.checkpoint import DB_FILENAME
 from previsit.config import Settings
+from previsit.service.clinician_keys import ClinicianKeys, load_clinician_keys
 
 SECRET_FILE = "service_secret"
 CLINICIAN_KEY_FILE = "clinician_key"
+NAMED_CLINICIAN_KEYS_FILE = "named_clinician_keys"
 MB = 1024 * 1024
 
 
@@ -29,7 +33,12 @@ class ServiceConfig(BaseModel):
     settings: Settings = Field(default_factory=Settings)
     db: str = Field(description="SQLite file path, or a postgresql:// URL for the LangGraph Postgres checkpointer.")
     secret: SecretStr = Field(description="Signs patient tokens (HMAC-SHA256).")
-    clinician_key: SecretStr = Field(description="Bearer credential of the clinician endpoints.")
+    clinician_key: SecretStr | None = Field(
+        description="The shared bearer credential of the clinician endpoints; None when only named keys work."
+    )
+    clinician_keys: ClinicianKeys = Field(
+        default_factory=ClinicianKeys, description="Named clinician keys; their name is recorded on approvals."
+    )
     fhir_base: str | None = Field(default=None, description="Resolved FHIR base URL (records and write-back).")
     token_ttl_s: int = Field(default=72 * 3600, gt=0, description="How long a patient link stays valid.")
     json_limit_bytes: int = Field(default=256 * 1024, gt=0, description="Largest JSON request body.")
@@ -49,6 +58,11 @@ class ServiceConfig(BaseModel):
     @property
     def uploads_dir(self) -> Path:
         return self.settings.data_dir / "uploads"
+
+
+def named_keys_file(data_dir: Path) -> Path:
+    """Where `previsit clinician-key` keeps named keys by default (the service reads it at start)."""
+    return data_dir / NAMED_CLINICIAN_KEYS_FILE
 
 
 def _secret_from_file(path: Path, nbytes: int = 32) -> str:
@@ -79,12 +93,18 @@ def load_service_config(
     env = os.environ if environ is None else environ
     data_dir = settings.data_dir
     secret = env.get("PREVISIT_SERVICE_SECRET") or _secret_from_file(data_dir / SECRET_FILE)
-    clinician = env.get("PREVISIT_CLINICIAN_KEY") or _secret_from_file(data_dir / CLINICIAN_KEY_FILE)
+    keys_path = env.get("PREVISIT_CLINICIAN_KEYS_FILE")
+    keys_file = Path(keys_path) if keys_path else named_keys_file(data_dir)
+    named = load_clinician_keys(keys_file) if keys_path or keys_file.exists() else ClinicianKeys()
+    clinician = env.get("PREVISIT_CLINICIAN_KEY") or (
+        None if named.digests else _secret_from_file(data_dir / CLINICIAN_KEY_FILE)
+    )
     values: dict[str, object] = {
         "settings": settings,
         "db": db or env.get("PREVISIT_DB") or str(data_dir / DB_FILENAME),
         "secret": secret,
         "clinician_key": clinician,
+        "clinician_keys": named,
         "fhir_base": fhir_base,
         "cors_origins": cors_origins or [],
     }

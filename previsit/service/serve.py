@@ -54,7 +54,12 @@ def serve(
 ) -> int:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_service_config(settings, db=db, fhir_base=fhir_base, cors_origins=cors_origins)
-    if "PREVISIT_CLINICIAN_KEY" not in os.environ:
+    named = len(config.clinician_keys.digests)
+    if named:
+        log.info("clinician keys: %d named (their names are recorded on edits and approvals)", named)
+    if config.clinician_key is None:
+        log.info("shared clinician key: off (named keys only; set PREVISIT_CLINICIAN_KEY to turn it on)")
+    elif "PREVISIT_CLINICIAN_KEY" not in os.environ:
         log.info("clinician key: in %s (or set PREVISIT_CLINICIAN_KEY)", settings.data_dir / CLINICIAN_KEY_FILE)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: put TLS in front of it; patient tokens are bearer credentials", host)
