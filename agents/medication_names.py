@@ -24,7 +24,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Generic, Literal, TypeVar
 
@@ -161,8 +161,16 @@ FUZZY_STOPWORDS = frozenset(
 )
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+@lru_cache(maxsize=65536)
 def compact(text: str) -> str:
-    """The matching key of a name: lower-case letters and digits only ("St. John's-Wort" -> "stjohnswort")."""
+    """The matching key of a name: lower-case letters and digits only ("St. John's-Wort" -> "stjohnswort").
+
+    Memoized: matching asks for the key of every word window of every answer, many times over."""
+    if text.isascii():
+        return _NOT_ALNUM.sub("", text.lower())
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed.lower() if c.isascii() and c.isalnum())
 
@@ -212,7 +220,10 @@ class Vocabulary(Generic[V]):
 
     def __init__(self, entries: Iterable[tuple[str, V]] = ()) -> None:
         self._values: dict[str, list[V]] = {}
-        self._by_initial: dict[str, set[str]] = {}
+        # Single-word names that may match with typos, by first letter and length: a typo search
+        # looks only at names within two letters of the word's length.
+        self._by_shape: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._typos: dict[str, str | None] = {}  # fuzzy_key's answers so far; reset by add()
         for name, value in entries:
             self.add(name, value)
 
@@ -220,11 +231,26 @@ class Vocabulary(Generic[V]):
         key = compact(name)
         if not key:
             return
-        values = self._values.setdefault(key, [])
-        if value not in values:
-            values.append(value)
+        self._typos = {}
+        values = self._values.get(key)
+        if values is None:
+            self._values[key] = [value]
+        elif value not in values:
+            self._values[key] = [*values, value]  # copy on write: copies share their lists
         if typo_allowance(key) and " " not in name.strip() and "-" not in name:
-            self._by_initial.setdefault(key[0], set()).add(key)
+            shape = (key[0], len(key))
+            alike = self._by_shape.get(shape)
+            if alike is None:
+                self._by_shape[shape] = (key,)
+            elif key not in alike:
+                self._by_shape[shape] = (*alike, key)
+
+    def copy(self) -> Vocabulary[V]:
+        """A vocabulary to extend without touching this one (the shared tables stay as read)."""
+        clone: Vocabulary[V] = Vocabulary()
+        clone._values = dict(self._values)
+        clone._by_shape = dict(self._by_shape)
+        return clone
 
     def __contains__(self, key: object) -> bool:
         return key in self._values
@@ -239,8 +265,21 @@ class Vocabulary(Generic[V]):
         """The single-word name `word_key` is a typo of, if exactly one is closest."""
         if word_key in FUZZY_STOPWORDS or not typo_allowance(word_key) or word_key.isdigit():
             return None
+        if word_key not in self._typos:
+            if len(self._typos) >= 4096:  # shared tables serve a long-running service: stay bounded
+                self._typos = {}
+            self._typos[word_key] = self._closest(word_key)
+        return self._typos[word_key]
+
+    def _closest(self, word_key: str) -> str | None:
         best: list[tuple[int, str]] = []
-        for key in self._by_initial.get(word_key[0], ()):
+        reach = typo_allowance(word_key)
+        candidates = (
+            key
+            for length in range(len(word_key) - reach, len(word_key) + reach + 1)
+            for key in self._by_shape.get((word_key[0], length), ())
+        )
+        for key in candidates:
             allowed = min(typo_allowance(key), typo_allowance(word_key))
             distance = edit_distance(word_key, key, allowed)
             if distance <= allowed:
@@ -491,7 +530,7 @@ def record_aliases(medication: RecordMedication) -> list[str]:
 def medication_vocabulary(medications: Sequence[RecordMedication] = ()) -> Vocabulary[MedicationTerm]:
     """Every medication name the tables know, plus the ingredients, brands and display heads of
     `medications` (a record's), each standing for its ingredient set."""
-    vocabulary: Vocabulary[MedicationTerm] = Vocabulary(_base_vocabulary())
+    vocabulary = _table_vocabulary().copy()
     for medication in medications:
         parsed = parse_medication_name(medication.name)
         if not parsed.ingredients:
@@ -503,6 +542,12 @@ def medication_vocabulary(medications: Sequence[RecordMedication] = ()) -> Vocab
             if compact(alias) not in vocabulary:
                 vocabulary.add(alias, _term(alias.lower(), parsed.ingredients, "record"))
     return vocabulary
+
+
+@cache
+def _table_vocabulary() -> Vocabulary[MedicationTerm]:
+    """The tables' names, built once; never extended in place (`medication_vocabulary` copies it)."""
+    return Vocabulary(_base_vocabulary())
 
 
 @cache

@@ -222,11 +222,23 @@ def _entry_groups(code: str | None, name: str, groups: Sequence[SynonymGroup]) -
     return {g.name for g in groups if (code and code in g.codes) or any(compact(t) == key for t in g.terms)}
 
 
-def _group_vocabulary(groups: Sequence[SynonymGroup], extra: Iterable[tuple[str, str]] = ()) -> Vocabulary[str]:
-    vocabulary: Vocabulary[str] = Vocabulary()
-    for group in groups:
-        for term in group.terms:
-            vocabulary.add(term, group.name)
+def _group_vocabulary(groups: Sequence[SynonymGroup]) -> Vocabulary[str]:
+    return Vocabulary((term, group.name) for group in groups for term in group.terms)
+
+
+@cache
+def _allergen_vocabulary() -> Vocabulary[str]:
+    """The synonym table's allergens, built once; copied before a record's names are added."""
+    return _group_vocabulary(allergen_groups())
+
+
+@cache
+def _condition_vocabulary() -> Vocabulary[str]:
+    return _group_vocabulary(condition_groups())
+
+
+def _extended(base: Vocabulary[str], extra: Iterable[tuple[str, str]]) -> Vocabulary[str]:
+    vocabulary = base.copy()
     for term, group_name in extra:
         vocabulary.add(term, group_name)
     return vocabulary
@@ -616,8 +628,8 @@ def _vocabularies(record: PatientRecord | None) -> _Vocabularies:
             condition_groups_of[condition.ref] = groups
     return _Vocabularies(
         medications=medications,
-        allergens=_group_vocabulary(allergen_groups(), allergy_extra),
-        conditions=_group_vocabulary(condition_groups(), condition_extra),
+        allergens=_extended(_allergen_vocabulary(), allergy_extra),
+        conditions=_extended(_condition_vocabulary(), condition_extra),
         record_allergen_groups=allergy_groups,
         record_condition_groups=condition_groups_of,
     )

@@ -16,6 +16,7 @@ from agents.simulated_patient import PatientResponder, simulated_patient
 from graphs.context import IntakeContext, IntakeTuning
 from graphs.intake import compile_intake_graph
 from graphs.scenario import Scenario
+from graphs.session import IntakeGraph
 from graphs.state import IntakeInput, IntakeOutput
 from tools.fhir.record import RecordSource
 from tools.imaging.triage import ImageTriager
@@ -31,6 +32,7 @@ async def run_scenario(
     image_triager: ImageTriager | None = None,
     embedder: SentenceEmbedder | None = None,
     tuning: IntakeTuning | None = None,
+    graph: IntakeGraph | None = None,
 ) -> IntakeOutput:
     """The finished intake of `scenario` (the model persona answers when the scenario asks for one).
 
@@ -38,7 +40,9 @@ async def run_scenario(
     `image_triager` triages the images the scenario attaches; without one they are recorded untriaged.
     `embedder` serves the embedding patient (and the model persona's fallback); a scenario that asks
     for the embedding patient without one is a ValueError. `tuning` carries the configured interview
-    knobs (chart budget, staleness, model safety check); the defaults otherwise.
+    knobs (chart budget, staleness, model safety check); the defaults otherwise. `graph` is a
+    compiled intake graph to reuse (suites compile one for all their intakes: compiling costs about
+    as much as a short intake); without one, a fresh graph with an in-memory checkpointer runs it.
     """
     mode = scenario.simulated_patient
     if mode == "model" and model is None:
@@ -61,7 +65,8 @@ async def run_scenario(
         scheduled_images=scenario.scheduled_images(),
         **asdict(tuning or IntakeTuning()),
     )
-    graph = compile_intake_graph(InMemorySaver())
+    if graph is None:
+        graph = compile_intake_graph(InMemorySaver())
     result = await graph.ainvoke(
         IntakeInput(
             patient_id=scenario.patient_id,

@@ -20,9 +20,11 @@ from agents.sentence_embeddings import SentenceEmbedder
 from agents.simulated_patient import PatientResponder, simulated_patient
 from graphs.context import IntakeTuning
 from graphs.expectations import check_expectations
+from graphs.intake import compile_intake_graph
 from graphs.metrics import FactMatcher, RunStats, score_intake
 from graphs.scenario import Scenario
 from graphs.scenario_run import run_scenario
+from graphs.session import IntakeGraph
 from graphs.suite_input import Suite, SuiteEntry
 from graphs.suite_meter import MeteredModel, TimedPatient
 from graphs.suite_results import FINISHED, ResultsLog, SuiteResult
@@ -167,6 +169,9 @@ class SuiteRunner:
     embedder: SentenceEmbedder | None = None
     concurrency: int = 4
     tuning: IntakeTuning = field(default_factory=IntakeTuning)
+    graph: IntakeGraph = field(default_factory=compile_intake_graph)
+    """One compiled graph serves every intake of the suite, concurrently; with no checkpointer, since
+    a simulated patient never pauses the graph and the suite resumes scenario by scenario."""
 
     async def run_entry(self, entry: SuiteEntry) -> SuiteResult:
         """One scenario, run and scored; any failure becomes an error row."""
@@ -182,7 +187,9 @@ class SuiteRunner:
             timed = TimedPatient(inner)
             started = time.perf_counter()
             timed.restart()
-            output = await run_scenario(scenario, self.records, metered, patient=timed, tuning=self.tuning)
+            output = await run_scenario(
+                scenario, self.records, metered, patient=timed, tuning=self.tuning, graph=self.graph
+            )
             wall_s = time.perf_counter() - started
             score = await asyncio.to_thread(score_intake, scenario, output, self.matcher)
         except Exception as exc:

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 
 from pydantic import ValidationError
 
@@ -148,6 +149,13 @@ async def validate_with_repair(
     raise StructuredOutputError(request.task, errors, [a.text for a in attempts])
 
 
+@cache
+def _reply_type(schema: type[SchemaT]) -> type[StructuredReply[SchemaT]]:
+    """`StructuredReply[schema]`, made once: pydantic keeps parametrized models only weakly, and
+    making one again costs more than the rest of a scripted reply."""
+    return StructuredReply[schema]  # type: ignore[valid-type]
+
+
 async def complete_with_repair(
     request: ChatRequest,
     schema: type[SchemaT],
@@ -157,7 +165,7 @@ async def complete_with_repair(
     """What every backend's `complete` returns: the validated value and what it cost."""
     value, attempts, repaired = await validate_with_repair(request, schema, generate)
     thinking = split_thinking(attempts[-1].text).thinking
-    return StructuredReply[schema](  # type: ignore[valid-type]
+    return _reply_type(schema)(
         value=value,
         raw=attempts[-1].text,
         model_id=model_id,
