@@ -7,7 +7,6 @@ tests start `python -m previsit` for real, kill it for real, and resume it for r
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_support import cli_env, run_previsit
 from tests.conftest import REPO_ROOT, SCENARIOS
 
 BONNIE = "5c55a67c-fb41-4509-9eae-a55eebf760e1"
@@ -24,21 +24,8 @@ FULL_INTAKE = SCENARIOS / "synthea-malik-ward-bruising-polypharmacy.yaml"
 TIMEOUT_S = 120
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
 def _previsit(*args: str, data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "previsit", *args, "--data-dir", str(data_dir)],
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=_env(),
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    return run_previsit(*args, data_dir=data_dir, typed=stdin or "")
 
 
 class Running:
@@ -52,7 +39,7 @@ class Running:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=REPO_ROOT,
-            env=_env(),
+            env=cli_env(),
         )
         self.lines: list[str] = []
         self._timer = threading.Timer(TIMEOUT_S, self.proc.kill)
@@ -187,7 +174,7 @@ def test_a_locked_database_is_reported_and_loses_nothing(tmp_path: Path) -> None
     holder = sqlite3.connect(tmp_path / "sessions.sqlite")
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        env = {**_env(), "PREVISIT_LOCK_TIMEOUT_S": "0.5"}
+        env = {**cli_env(), "PREVISIT_LOCK_TIMEOUT_S": "0.5"}
         result = subprocess.run(
             [sys.executable, "-m", "previsit", "simulate", scenario, "--model", "none", "--data-dir", str(tmp_path)],
             capture_output=True,

@@ -5,10 +5,7 @@ request carries. Once named keys exist, the shared key is off unless it is set o
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from previsit.config import Settings
 from previsit.service.clinician_keys import ClinicianKeysError, add_clinician_key, load_clinician_keys
 from previsit.service.config import load_service_config, named_keys_file
-from tests.conftest import REPO_ROOT
+from tests.cli_support import run_previsit
 from tests.service_support import ANSWERS, CLINICIAN, CLINICIAN_KEY, MALIK, PROBLEM, running
 
 
@@ -98,29 +95,16 @@ async def test_the_shared_key_set_on_purpose_works_beside_named_keys(tmp_path: P
             assert listed.status_code == 200, listed.text
 
 
-def _previsit(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREVISIT_CLINICIAN")}
-    return subprocess.run(
-        [sys.executable, "-m", "previsit", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_the_cli_makes_keys_and_serve_refuses_a_broken_keys_file(tmp_path: Path) -> None:
-    made = _previsit("clinician-key", "Dr Alice Ng", data_dir=tmp_path)
+    made = run_previsit("clinician-key", "Dr Alice Ng", data_dir=tmp_path)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
     assert load_clinician_keys(named_keys_file(tmp_path)).name_for(key) == "Dr Alice Ng"
-    again = _previsit("clinician-key", "Dr Alice Ng", data_dir=tmp_path)
+    again = run_previsit("clinician-key", "Dr Alice Ng", data_dir=tmp_path)
     assert again.returncode == 2 and "already has a key" in again.stderr
 
     with named_keys_file(tmp_path).open("a") as handle:
         handle.write("no colon here\n")
-    broken = _previsit("serve", "--port", "1", data_dir=tmp_path)
+    broken = run_previsit("serve", "--port", "1", data_dir=tmp_path)
     assert broken.returncode == 2
     assert f"{named_keys_file(tmp_path)}:2: expected 'name: sha256:<hex>'" in broken.stderr

@@ -4,34 +4,23 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from previsit import sandbox
-from tests.conftest import RECORDS, REPO_ROOT, SCENARIOS
+from tests.cli_support import run_previsit
+from tests.conftest import RECORDS, SCENARIOS
 
 MALIK_BUNDLE = next((RECORDS / "synthea").glob("Malik_Ward_*.json"))
 MALIK_SCENARIO = SCENARIOS / "synthea-malik-ward-bruising-polypharmacy.yaml"
 
 
 def _previsit(*args: str, data_dir: Path, typed: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREVISIT_FHIR")}
-    return subprocess.run(
-        [sys.executable, "-m", "previsit", *args, "--data-dir", str(data_dir)],
-        input=typed,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_previsit(*args, data_dir=data_dir, typed=typed)
 
 
 @pytest.fixture
