@@ -550,15 +550,10 @@ def _table_vocabulary() -> Vocabulary[MedicationTerm]:
     return Vocabulary(_base_vocabulary())
 
 
-@cache
-def _default_vocabulary() -> Vocabulary[MedicationTerm]:
-    return medication_vocabulary()
-
-
 def ingredients_of(name: str, vocabulary: Vocabulary[MedicationTerm] | None = None) -> frozenset[str]:
     """The ingredients a free-text medication name stands for ("Tylenol PM" -> acetaminophen, ...):
     the names the vocabulary finds in it, else the name read as an RxNorm display."""
-    found = find_terms(name, vocabulary or _default_vocabulary())
+    found = find_terms(name, vocabulary or _table_vocabulary())
     if found:
         return frozenset().union(*(t.ingredients for hit in found for t in hit.values))
     return parse_medication_name(name).ingredients

@@ -9,6 +9,7 @@ Studio with the answer text as the resume value.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 from graphs.context import IntakeContext
 from graphs.intake import compile_intake_graph
@@ -22,7 +23,6 @@ def make_graph() -> IntakeGraph:
     context = IntakeContext(
         record_source=build_record_source(settings),
         model=build_model(settings.model, settings),
-        chart_token_budget=settings.chart_token_budget,
-        safety_model_check=settings.safety_model_check,
+        **asdict(settings.tuning()),
     )
     return compile_intake_graph(bound_context=context)

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -290,12 +291,10 @@ async def _run(
         record_source=source,
         model=model,
         patient=patient,
-        chart_token_budget=settings.chart_token_budget,
-        safety_model_check=settings.safety_model_check,
         today=scenario.visit_date if scenario else None,
-        stale_after_days=settings.stale_after_days,
         image_triager=_image_triager(settings),
         scheduled_images=scenario.scheduled_images() if scenario else (),
+        **asdict(settings.tuning()),
     )
     async with AsyncExitStack() as stack:
         saver = await stack.enter_async_context(

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from graphs.context import IntakeTuning
 from tools.fhir.auth import DEFAULT_SMART_SCOPE, BearerTokenAuth, FhirAuth, NoAuth, SmartBackendAuth
 from tools.fhir.bundle_source import BundleRecordSource
 from tools.fhir.record import RecordSource
@@ -76,6 +77,14 @@ class Settings(BaseModel):
     image_labels: Path | None = Field(
         default=None, description="A clinic's folder of triage label-set YAML files (default: the shipped ones)."
     )
+
+    def tuning(self) -> IntakeTuning:
+        """The interview knobs these settings configure, for every runner that builds a context."""
+        return IntakeTuning(
+            chart_token_budget=self.chart_token_budget,
+            safety_model_check=self.safety_model_check,
+            stale_after_days=self.stale_after_days,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.sentence_embeddings import EmbedderUnavailableError, SentenceEmbedder, load_minilm
-from graphs.context import IntakeTuning
 from graphs.metrics import FactMatcher
 from graphs.scenario import Scenario, ScenarioError
 from graphs.suite import ChainedRecordSource, ModelFor, PatientKind, SuiteProgress, SuiteRunner, SuiteSetupError
@@ -103,11 +102,7 @@ def simulate_suite(
         patient=patient,
         embedder=embedder,
         concurrency=concurrency,
-        tuning=IntakeTuning(
-            chart_token_budget=settings.chart_token_budget,
-            safety_model_check=settings.safety_model_check,
-            stale_after_days=settings.stale_after_days,
-        ),
+        tuning=settings.tuning(),
     )
     log = ResultsLog(target / "results.jsonl")
     print(

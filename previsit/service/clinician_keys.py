@@ -42,6 +42,10 @@ class ClinicianKeys(BaseModel):
         return found
 
 
+def _usable_name(name: str) -> bool:
+    return bool(_NAME.match(name)) and name.isprintable()
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
@@ -62,7 +66,7 @@ def load_clinician_keys(path: Path) -> ClinicianKeys:
         where = f"{path}:{number}"
         if not sep or not credential:
             raise ClinicianKeysError(f"{where}: expected 'name: sha256:<hex>' or 'name: <key>'")
-        if not _NAME.match(name) or not name.isprintable():
+        if not _usable_name(name):
             raise ClinicianKeysError(f"{where}: {name!r} is not a usable clinician name (1-100 characters, no ':')")
         if name in digests:
             raise ClinicianKeysError(f"{where}: {name!r} is listed twice")
@@ -87,7 +91,7 @@ def load_clinician_keys(path: Path) -> ClinicianKeys:
 def add_clinician_key(path: Path, name: str) -> str:
     """Make a new key for `name`, append its digest to the file (created 0600) and return the key."""
     existing = load_clinician_keys(path) if path.exists() else ClinicianKeys()
-    if not _NAME.match(name) or not name.isprintable():
+    if not _usable_name(name):
         raise ClinicianKeysError(f"{name!r} is not a usable clinician name (1-100 characters, no ':' or '#')")
     if name in existing.digests:
         raise ClinicianKeysError(f"{path}: {name!r} already has a key; remove its line to revoke it first")

@@ -14,6 +14,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,11 @@ class SessionService:
     # -- graph ---------------------------------------------------------------------------------
 
     def context(self, patient_id: str, source: RecordSource | None = None) -> IntakeContext:
-        settings = self.config.settings
         return IntakeContext(
             record_source=source or self.record_sources(patient_id),
             model=self.model,
-            chart_token_budget=settings.chart_token_budget,
-            safety_model_check=settings.safety_model_check,
-            stale_after_days=settings.stale_after_days,
             image_triager=self.image_triager,
+            **asdict(self.config.settings.tuning()),
         )
 
     async def advance(self, session_id: str, payload: Any, context: IntakeContext, emit: Emit = _no_emit) -> None:
@@ -222,12 +220,20 @@ class SessionService:
             view = await self.inspect(session_id)
             record = await self.store.get(session_id)
             if view.status == "in_progress" and view.state is not None and record is not None:
-                context = self.context(view.state.patient_id)
-                await asyncio.shield(self.spawn(self.advance(session_id, None, context)))
+                await self.settle(session_id, view)
                 await self.refresh(lock, record, record.data)
                 log.info("session %s recovered an interrupted step", session_id)
         finally:
             await lock.release()
+
+    async def settle(self, session_id: str, view: SessionView) -> SessionView:
+        """The session once a step a killed process left half done is finished (call under its lock);
+        a paused or finished session comes back as it is."""
+        if view.status != "in_progress" or view.state is None:
+            return view
+        context = self.context(view.state.patient_id)
+        await asyncio.shield(self.spawn(self.advance(session_id, None, context)))
+        return await self.inspect(session_id)
 
     async def load(self, session_id: str) -> tuple[SessionView, SessionRecord]:
         record = await self.store.get(session_id)
@@ -316,8 +322,7 @@ class SessionService:
         if view.status == "finished" or view.state is None:
             raise Problem(409, "This intake has ended; no more answers can be added.", kind="session-ended")
         if view.status == "in_progress":  # a process died mid-turn: finish that step first
-            await self.advance(lock.session_id, None, self.context(view.state.patient_id))
-            view = await self.inspect(lock.session_id)
+            view = await self.settle(lock.session_id, view)
             if view.status == "finished" or view.state is None:
                 raise Problem(409, "This intake has ended; no more answers can be added.", kind="session-ended")
         pending = view.pending
@@ -356,9 +361,7 @@ class SessionService:
             else:
                 assert view.state is not None
                 context = self.context(view.state.patient_id)
-                if view.status == "in_progress":  # a process died mid-turn: finish that step first
-                    await self.advance(session_id, None, context)
-                    view = await self.inspect(session_id)
+                view = await self.settle(session_id, view)  # a process died mid-turn: finish that step
                 if view.status != "finished":
                     request = StopRequest(
                         stop="escalated_by_clinician"
