@@ -563,7 +563,7 @@ def cmd_clinician_key(args: argparse.Namespace) -> int:
     from previsit.service.config import named_keys_file
 
     settings = _settings(args)
-    path = args.keys_file or Path(os.environ.get("PREVISIT_CLINICIAN_KEYS_FILE") or named_keys_file(settings.data_dir))
+    path = args.keys_file or named_keys_file(settings.data_dir)
     try:
         key = add_clinician_key(path, args.name)
     except ClinicianKeysError as exc:

@@ -60,9 +60,11 @@ class ServiceConfig(BaseModel):
         return self.settings.data_dir / "uploads"
 
 
-def named_keys_file(data_dir: Path) -> Path:
-    """Where `previsit clinician-key` keeps named keys by default (the service reads it at start)."""
-    return data_dir / NAMED_CLINICIAN_KEYS_FILE
+def named_keys_file(data_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """Where named clinician keys are kept: `PREVISIT_CLINICIAN_KEYS_FILE`, else in the data directory."""
+    env = os.environ if environ is None else environ
+    given = env.get("PREVISIT_CLINICIAN_KEYS_FILE")
+    return Path(given) if given else data_dir / NAMED_CLINICIAN_KEYS_FILE
 
 
 def _secret_from_file(path: Path, nbytes: int = 32) -> str:
@@ -93,9 +95,9 @@ def load_service_config(
     env = os.environ if environ is None else environ
     data_dir = settings.data_dir
     secret = env.get("PREVISIT_SERVICE_SECRET") or _secret_from_file(data_dir / SECRET_FILE)
-    keys_path = env.get("PREVISIT_CLINICIAN_KEYS_FILE")
-    keys_file = Path(keys_path) if keys_path else named_keys_file(data_dir)
-    named = load_clinician_keys(keys_file) if keys_path or keys_file.exists() else ClinicianKeys()
+    keys_file = named_keys_file(data_dir, env)
+    named_on_purpose = bool(env.get("PREVISIT_CLINICIAN_KEYS_FILE"))  # then a missing file is an error
+    named = load_clinician_keys(keys_file) if named_on_purpose or keys_file.exists() else ClinicianKeys()
     clinician = env.get("PREVISIT_CLINICIAN_KEY") or (
         None if named.digests else _secret_from_file(data_dir / CLINICIAN_KEY_FILE)
     )
